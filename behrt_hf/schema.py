@@ -1,0 +1,116 @@
+"""The patient schema: the one contract between data builders and the model.
+
+Every builder (synthetic, MEDS, MIMIC, Synthea) yields rows of this shape::
+
+    patient_id : string
+    sex        : string                  "F" / "M" / "U"
+    visits     : list of struct {
+        time   : timestamp[us]           non-decreasing
+        age    : float32 years           non-decreasing, 0..120
+        codes  : list of string          MEDS style "SYSTEM//CODE", e.g. "ICD10CM//E11.9"
+    }
+    label_<task>        : int64          (builders that define tasks)
+    oracle_<task>       : float32        true probability of the label (synthetic only)
+    index_visit_<task>  : int32          last visit (0-based) the model may see for the task
+
+`validate_patient` is the single place where a record is checked; the tokenizer
+calls it on every patient it encodes, readers may call it before yielding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import datasets
+
+SEXES = ("F", "M", "U")
+MIN_AGE, MAX_AGE = 0.0, 120.0
+
+
+def visit_features(time_dtype: str = "timestamp[us]") -> dict:
+    return {
+        "time": datasets.Value(time_dtype),
+        "age": datasets.Value("float32"),
+        "codes": datasets.List(datasets.Value("string")),
+    }
+
+
+def patient_features(
+    tasks: Iterable[str] = (), with_oracle: bool = False, time_dtype: str = "timestamp[us]"
+) -> datasets.Features:
+    """`datasets.Features` of the patient schema, with task columns for each name in `tasks`.
+
+    Args:
+        tasks: task names; each adds `label_<task>` and `index_visit_<task>`.
+        with_oracle: also add `oracle_<task>` (the true label probability; synthetic data only).
+        time_dtype: `"timestamp[us]"` (default) or `"int32"` for integer days.
+    """
+    features = {
+        "patient_id": datasets.Value("string"),
+        "sex": datasets.Value("string"),
+        "visits": datasets.List(visit_features(time_dtype)),
+    }
+    for task in tasks:
+        features[f"label_{task}"] = datasets.Value("int64")
+        if with_oracle:
+            features[f"oracle_{task}"] = datasets.Value("float32")
+        features[f"index_visit_{task}"] = datasets.Value("int32")
+    return datasets.Features(features)
+
+
+def task_names(column_names: Iterable[str]) -> list[str]:
+    """The tasks a dataset defines, read off its `label_<task>` columns."""
+    return sorted(c[len("label_") :] for c in column_names if c.startswith("label_"))
+
+
+class PatientValidationError(ValueError):
+    """A patient record breaks the schema. The message names the patient and the problem."""
+
+
+def validate_patient(patient: Mapping[str, Any]) -> None:
+    """Raise `PatientValidationError` naming the patient and the first problem found.
+
+    Checks: at least one visit; every visit has codes, all of them strings; ages are finite,
+    within 0..120 and non-decreasing; times (when present) are non-decreasing.
+    """
+    pid = patient.get("patient_id", "<no patient_id>")
+    visits = patient.get("visits")
+
+    def fail(problem: str) -> None:
+        raise PatientValidationError(f"patient {pid!r}: {problem}")
+
+    if not visits:
+        fail("has no visits")
+    prev_age = prev_time = None
+    for i, visit in enumerate(visits):
+        codes = visit.get("codes")
+        if not codes:
+            fail(f"visit {i} has no codes")
+        for code in codes:
+            if not isinstance(code, str):
+                fail(f"visit {i} has a non-string code {code!r} ({type(code).__name__})")
+        age = visit.get("age")
+        if age is None or not isinstance(age, (int, float)) or math.isnan(age) or math.isinf(age):
+            fail(f"visit {i} has an invalid age {age!r}")
+        if not MIN_AGE <= age <= MAX_AGE:
+            fail(f"visit {i} has age {age} outside {MIN_AGE:g}..{MAX_AGE:g} years")
+        if prev_age is not None and age < prev_age:
+            fail(f"ages decrease at visit {i} ({prev_age} -> {age})")
+        time = visit.get("time")
+        if time is not None and prev_time is not None and time < prev_time:
+            fail(f"times decrease at visit {i} ({prev_time} -> {time})")
+        prev_age, prev_time = age, time if time is not None else prev_time
+
+
+__all__ = [
+    "SEXES",
+    "MIN_AGE",
+    "MAX_AGE",
+    "PatientValidationError",
+    "patient_features",
+    "task_names",
+    "validate_patient",
+    "visit_features",
+]
