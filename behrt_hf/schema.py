@@ -27,6 +27,19 @@ import datasets
 
 SEXES = ("F", "M", "U")
 MIN_AGE, MAX_AGE = 0.0, 120.0
+SECONDS_PER_YEAR = 365.25 * 86400
+
+# MEDS conventions shared by the exporter (synthetic data) and the MEDS reader, so that
+# cohort -> MEDS -> reader is an exact round trip:
+#  - subject_id is int64 and patient_id is its decimal string;
+#  - birth is a `MEDS_BIRTH` event; sex is a static event (null time) `GENDER//F` / `GENDER//M`
+#    (no gender event means "U");
+#  - a visit is the set of events sharing one timestamp, in file order; visit times are distinct;
+#  - age is `age_in_years(time, birth)`, stored as float32.
+MEDS_BIRTH_CODE = "MEDS_BIRTH"
+MEDS_GENDER_PREFIX = "GENDER//"
+# patient-schema split name -> MEDS split name (metadata/subject_splits.parquet)
+MEDS_SPLIT_NAMES = {"train": "train", "validation": "tuning", "test": "held_out"}
 
 
 def visit_features(time_dtype: str = "timestamp[us]") -> dict:
@@ -58,6 +71,11 @@ def patient_features(
             features[f"oracle_{task}"] = datasets.Value("float32")
         features[f"index_visit_{task}"] = datasets.Value("int32")
     return datasets.Features(features)
+
+
+def age_in_years(time, birth) -> float:
+    """Age in years at `time` for a patient born at `birth` (datetimes): seconds / (365.25 days)."""
+    return (time - birth).total_seconds() / SECONDS_PER_YEAR
 
 
 def task_names(column_names: Iterable[str]) -> list[str]:
@@ -105,7 +123,12 @@ def validate_patient(patient: Mapping[str, Any]) -> None:
 
 
 __all__ = [
+    "MEDS_BIRTH_CODE",
+    "MEDS_GENDER_PREFIX",
+    "MEDS_SPLIT_NAMES",
+    "SECONDS_PER_YEAR",
     "SEXES",
+    "age_in_years",
     "MIN_AGE",
     "MAX_AGE",
     "PatientValidationError",
