@@ -1,11 +1,45 @@
-"""behrt_hf: BEHRT as a first-class Hugging Face model."""
+"""behrt_hf: BEHRT as a first-class Hugging Face model.
+
+Importing the package registers BEHRT with the transformers Auto classes, so
+`AutoConfig`, `AutoModel`, `AutoModelForMaskedLM`, `AutoModelForPreTraining`,
+`AutoModelForSequenceClassification` and `AutoTokenizer` load BEHRT checkpoints.
+"""
 
 import importlib
 
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
+
+from .configuration_behrt import PRESETS, BehrtConfig
+from .data_collator import DataCollatorForBehrt
+from .modeling_behrt import (
+    BehrtForMaskedLM,
+    BehrtForNextVisitPrediction,
+    BehrtForPreTraining,
+    BehrtForPreTrainingOutput,
+    BehrtForSequenceClassification,
+    BehrtModel,
+    BehrtPreTrainedModel,
+)
+from .schema import PatientValidationError, patient_features, validate_patient
+from .tokenization_behrt import BehrtTokenizerFast
+
 __version__ = "0.1.0"
 
-# Data entry points are imported lazily: `import behrt_hf` stays light for users who only
-# need the model, and the readers' heavier dependencies load on first use.
+AutoConfig.register(BehrtConfig.model_type, BehrtConfig, exist_ok=True)
+AutoModel.register(BehrtConfig, BehrtModel, exist_ok=True)
+AutoModelForMaskedLM.register(BehrtConfig, BehrtForMaskedLM, exist_ok=True)
+AutoModelForPreTraining.register(BehrtConfig, BehrtForPreTraining, exist_ok=True)
+AutoModelForSequenceClassification.register(BehrtConfig, BehrtForSequenceClassification, exist_ok=True)
+AutoTokenizer.register(BehrtConfig, tokenizer_class=BehrtTokenizerFast, exist_ok=True)
+
+# Data entry points are imported lazily: the readers' heavier dependencies load on first use.
 _LAZY = {
     "load_synthetic": "behrt_hf.data_builders.synthetic_ehr",
     "SyntheticEHR": "behrt_hf.data_builders.synthetic_ehr",
@@ -19,3 +53,22 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'behrt_hf' has no attribute {name!r}")
+
+
+__all__ = [
+    "PRESETS",
+    "BehrtConfig",
+    "BehrtForMaskedLM",
+    "BehrtForNextVisitPrediction",
+    "BehrtForPreTraining",
+    "BehrtForPreTrainingOutput",
+    "BehrtForSequenceClassification",
+    "BehrtModel",
+    "BehrtPreTrainedModel",
+    "BehrtTokenizerFast",
+    "DataCollatorForBehrt",
+    "PatientValidationError",
+    "patient_features",
+    "validate_patient",
+    *_LAZY,
+]

@@ -1,0 +1,676 @@
+"""PyTorch BEHRT: a BERT encoder over a patient's history of medical codes.
+
+BEHRT (Li et al., 2020, "BEHRT: Transformer for Electronic Health Records", Sci Rep 10:7155)
+embeds each token as code + age + segment + position. Everything EHR-specific lives in
+`BehrtEmbeddings`; the encoder is a standard post-LN BERT encoder (same parameter names as
+transformers' BERT, so LoRA targets such as `query`/`value`/`dense` carry over).
+
+This file imports only torch, transformers and `configuration_behrt` (relative import):
+`save_pretrained` copies both files next to the weights so that
+`AutoModel.from_pretrained(path, trust_remote_code=True)` works without behrt_hf installed.
+"""
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
+from transformers.utils import ModelOutput
+
+from .configuration_behrt import BehrtConfig
+
+# Written into config.json on save: which class each Auto class loads with trust_remote_code=True.
+AUTO_MAP = {
+    "AutoConfig": "configuration_behrt.BehrtConfig",
+    "AutoModel": "modeling_behrt.BehrtModel",
+    "AutoModelForMaskedLM": "modeling_behrt.BehrtForMaskedLM",
+    "AutoModelForPreTraining": "modeling_behrt.BehrtForPreTraining",
+    "AutoModelForSequenceClassification": "modeling_behrt.BehrtForSequenceClassification",
+}
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """Fixed encoding of "Attention is all you need": sin on even, cos on odd dimensions. (P, D)"""
+    position = torch.arange(num_positions, dtype=torch.float32).unsqueeze(1)  # (P, 1)
+    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # (D/2,)
+    table = torch.zeros(num_positions, dim)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq)
+    return table
+
+
+def _check_id_ranges(**named: tuple[torch.Tensor, int]) -> None:
+    """Raise a clear ValueError if any id tensor holds a value outside [0, size).
+
+    An out-of-range id would otherwise fail deep inside `nn.Embedding` (or silently on some
+    devices). One host sync for all tensors; skipped while compiling or tracing.
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    names = [name for name, (ids, _) in named.items() if ids.numel()]
+    if not names:
+        return
+    bounds = torch.stack([torch.stack([named[n][0].min(), named[n][0].max()]) for n in names]).tolist()
+    for name, (low, high) in zip(names, bounds):
+        size = named[name][1]
+        if low < 0 or high >= size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{name} holds the id {bad}, outside the embedding's range [0, {size}). "
+                "Was the data encoded with a tokenizer (vocabulary, age unit, max age) that matches this config?"
+            )
+
+
+class BehrtEmbeddings(nn.Module):
+    """code + age + segment + position embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BehrtConfig):
+        super().__init__()
+        self.config = config
+        self.code_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.age_embeddings = nn.Embedding(config.age_vocab_size, config.hidden_size, padding_idx=0)
+        self.segment_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        if config.position_encoding == "token":
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        else:  # "visit_sinusoidal": fixed, not trained (BEHRT paper)
+            self.register_buffer(
+                "visit_position_table",
+                sinusoidal_table(config.max_position_embeddings, config.hidden_size),
+                persistent=False,
+            )
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def default_position_ids(self, seq_length: int, visit_ids: torch.Tensor | None, device) -> torch.Tensor:
+        if self.config.position_encoding == "visit_sinusoidal":
+            if visit_ids is None:
+                raise ValueError("position_encoding='visit_sinusoidal' needs `visit_ids` (the visit number of each token).")
+            return visit_ids
+        if seq_length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"Sequence length {seq_length} exceeds max_position_embeddings={self.config.max_position_embeddings}; "
+                "encode with a smaller max_length."
+            )
+        return torch.arange(seq_length, device=device).unsqueeze(0)  # (1, T)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        age_ids: torch.LongTensor | None = None,
+        segment_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        visit_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            batch_size, seq_length = input_ids.shape
+            device = input_ids.device
+        else:
+            batch_size, seq_length = inputs_embeds.shape[:2]
+            device = inputs_embeds.device
+        if age_ids is None:  # id 0: age unknown (the padding age)
+            age_ids = torch.zeros((batch_size, seq_length), dtype=torch.long, device=device)
+        if segment_ids is None:
+            segment_ids = torch.zeros((batch_size, seq_length), dtype=torch.long, device=device)
+        if position_ids is None:
+            position_ids = self.default_position_ids(seq_length, visit_ids, device)
+
+        checks = {
+            "age_ids": (age_ids, self.config.age_vocab_size),
+            "segment_ids": (segment_ids, self.config.type_vocab_size),
+            "position_ids": (position_ids, self.config.max_position_embeddings),
+        }
+        if inputs_embeds is None:
+            checks["input_ids"] = (input_ids, self.config.vocab_size)
+        _check_id_ranges(**checks)
+
+        if inputs_embeds is None:
+            inputs_embeds = self.code_embeddings(input_ids)  # (B, T, H)
+        embeddings = inputs_embeds + self.age_embeddings(age_ids) + self.segment_embeddings(segment_ids)
+        if self.config.position_encoding == "token":
+            embeddings = embeddings + self.position_embeddings(position_ids)
+        else:
+            embeddings = embeddings + F.embedding(position_ids, self.visit_position_table)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class BehrtSelfAttention(nn.Module):
+    def __init__(self, config: BehrtConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
+        batch_size, seq_length, hidden_size = hidden_states.shape
+        shape = (batch_size, seq_length, self.num_heads, self.head_dim)
+        q = self.query(hidden_states).view(shape).transpose(1, 2)  # (B, nh, T, hd)
+        k = self.key(hidden_states).view(shape).transpose(1, 2)
+        v = self.value(hidden_states).view(shape).transpose(1, 2)
+        dropout_p = self.dropout_p if self.training else 0.0
+
+        weights = None
+        # Attention weights are the model's interpretability story: asking for them always gives them,
+        # computed eagerly for that call whatever the configured implementation.
+        if output_attentions or self.config._attn_implementation == "eager":
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, nh, T, T)
+            if attention_mask is not None:
+                scores = scores + attention_mask
+            weights = scores.softmax(dim=-1)
+            context = F.dropout(weights, p=dropout_p, training=self.training) @ v
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout_p)
+        context = context.transpose(1, 2).reshape(batch_size, seq_length, hidden_size)  # (B, T, H)
+        return context, (weights if output_attentions else None)
+
+
+class BehrtSelfOutput(nn.Module):
+    def __init__(self, config: BehrtConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class BehrtAttention(nn.Module):
+    def __init__(self, config: BehrtConfig):
+        super().__init__()
+        self.self = BehrtSelfAttention(config)
+        self.output = BehrtSelfOutput(config)
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
+        context, weights = self.self(hidden_states, attention_mask, output_attentions)
+        return self.output(context, hidden_states), weights
+
+
+class BehrtIntermediate(nn.Module):
+    def __init__(self, config: BehrtConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states):
+        return self.act(self.dense(hidden_states))
+
+
+class BehrtOutput(nn.Module):
+    def __init__(self, config: BehrtConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class BehrtLayer(GradientCheckpointingLayer):
+    """Post-LN transformer block: attention, then feed-forward, each with residual + LayerNorm."""
+
+    def __init__(self, config: BehrtConfig):
+        super().__init__()
+        self.attention = BehrtAttention(config)
+        self.intermediate = BehrtIntermediate(config)
+        self.output = BehrtOutput(config)
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
+        attention_output, weights = self.attention(hidden_states, attention_mask, output_attentions)
+        layer_output = self.output(self.intermediate(attention_output), attention_output)
+        return layer_output, weights
+
+
+class BehrtEncoder(nn.Module):
+    def __init__(self, config: BehrtConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([BehrtLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False, output_hidden_states=False):
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layer:
+            hidden_states, weights = layer(hidden_states, attention_mask, output_attentions=output_attentions)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
+        return hidden_states, all_hidden_states, all_attentions
+
+
+class BehrtPooler(nn.Module):
+    """The patient embedding: [CLS] / mean / max over real tokens (`config.pooling`), then dense + tanh."""
+
+    def __init__(self, config: BehrtConfig):
+        super().__init__()
+        self.pooling = config.pooling
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states, attention_mask=None):
+        if self.pooling == "cls":
+            pooled = hidden_states[:, 0]  # (B, H)
+        else:
+            if attention_mask is None:
+                attention_mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device)
+            mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)  # (B, T, 1)
+            if self.pooling == "mean":
+                pooled = (hidden_states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            else:  # max
+                pooled = hidden_states.masked_fill(mask == 0, torch.finfo(hidden_states.dtype).min).amax(1)
+        return self.activation(self.dense(pooled))
+
+
+class BehrtPreTrainedModel(PreTrainedModel):
+    config_class = BehrtConfig
+    config: BehrtConfig
+    base_model_prefix = "behrt"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["BehrtEmbeddings", "BehrtLayer"]
+    # The Trainer must not pass num_items_in_batch: our losses are means over their own batch.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, BehrtEmbeddings) and hasattr(module, "visit_position_table"):
+            init.copy_(module.visit_position_table, sinusoidal_table(*module.visit_position_table.shape))
+
+    def _return_dict(self, return_dict: bool | None) -> bool:
+        return self.config.return_dict if return_dict is None else return_dict
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save weights (safetensors) and config, plus the two code files and a complete `auto_map`.
+
+        With them, `AutoModel*.from_pretrained(save_directory, trust_remote_code=True)` works in a
+        process where behrt_hf is not installed (also after `push_to_hub`, which calls this).
+        """
+        self.config.auto_map = dict(AUTO_MAP)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        here = os.path.dirname(os.path.abspath(__file__))
+        for name in ("configuration_behrt.py", "modeling_behrt.py"):
+            target = os.path.join(save_directory, name)
+            if os.path.abspath(os.path.join(here, name)) != os.path.abspath(target):
+                shutil.copyfile(os.path.join(here, name), target)
+        return result
+
+
+class BehrtModel(BehrtPreTrainedModel):
+    """The bare BEHRT encoder: last hidden states and a pooled patient embedding."""
+
+    def __init__(self, config: BehrtConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BehrtEmbeddings(config)
+        self.encoder = BehrtEncoder(config)
+        self.pooler = BehrtPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.code_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.code_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        age_ids: torch.LongTensor | None = None,
+        segment_ids: torch.LongTensor | None = None,
+        visit_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): code token ids.
+        attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`): 1 for real tokens, 0 for padding.
+        age_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): age bucket of each token's visit
+            (0 = padding / unknown); see `BehrtConfig.age_vocab_size`.
+        segment_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): 0/1 alternating by visit.
+        visit_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): visit number of each token
+            ([CLS] is 0, the first visit 1); the positions when `config.position_encoding="visit_sinusoidal"`.
+        position_ids (`torch.LongTensor`, *optional*): overrides the positions derived from the config.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+
+        embeddings = self.embeddings(input_ids, age_ids, segment_ids, position_ids, visit_ids, inputs_embeds)
+        extended_mask = self._additive_attention_mask(attention_mask, embeddings.dtype)
+        sequence_output, hidden_states, attentions = self.encoder(
+            embeddings, extended_mask, output_attentions, output_hidden_states
+        )
+        pooled_output = self.pooler(sequence_output, attention_mask) if self.pooler is not None else None
+
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=hidden_states,
+            attentions=attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    @staticmethod
+    def _additive_attention_mask(attention_mask, dtype):
+        """(B, T) 1/0 mask -> (B, 1, 1, T) additive mask; None when nothing is padded (fast SDPA path)."""
+        if attention_mask is None or bool(attention_mask.all()):
+            return None
+        mask = attention_mask[:, None, None, :].to(dtype)
+        return (1.0 - mask) * torch.finfo(dtype).min
+
+
+class BehrtMLMHead(nn.Module):
+    """dense + act + LayerNorm, then a decoder over the code vocabulary tied to the code embeddings."""
+
+    def __init__(self, config: BehrtConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden_states):
+        return self.decoder(self.LayerNorm(self.act(self.dense(hidden_states))))  # (B, T, V)
+
+
+class BehrtNVPHead(nn.Module):
+    """Next-visit prediction: one logit per code of the vocabulary from the patient embedding."""
+
+    def __init__(self, config: BehrtConfig):
+        super().__init__()
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, pooled_output):
+        return self.decoder(self.dropout(pooled_output))  # (B, V)
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over positions whose label is not -100."""
+    return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), labels.view(-1), ignore_index=-100)
+
+
+def next_visit_loss(logits: torch.Tensor, labels: torch.Tensor, pos_weight: float | None) -> torch.Tensor:
+    """Multi-label BCE of the multi-hot next-visit codes, optional `pos_weight` on every code."""
+    weight = None
+    if pos_weight is not None:
+        weight = torch.full((logits.size(-1),), float(pos_weight), device=logits.device)
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.to(torch.float32), pos_weight=weight)
+
+
+def _model_inputs(input_ids, attention_mask, age_ids, segment_ids, visit_ids, position_ids, inputs_embeds, oa, ohs):
+    return dict(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        age_ids=age_ids,
+        segment_ids=segment_ids,
+        visit_ids=visit_ids,
+        position_ids=position_ids,
+        inputs_embeds=inputs_embeds,
+        output_attentions=oa,
+        output_hidden_states=ohs,
+        return_dict=True,
+    )
+
+
+class BehrtForMaskedLM(BehrtPreTrainedModel):
+    _tied_weights_keys = {"mlm_head.decoder.weight": "behrt.embeddings.code_embeddings.weight"}
+
+    def __init__(self, config: BehrtConfig):
+        super().__init__(config)
+        self.behrt = BehrtModel(config, add_pooling_layer=False)
+        self.mlm_head = BehrtMLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.mlm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.mlm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        age_ids=None,
+        segment_ids=None,
+        visit_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels: torch.LongTensor | None = None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ) -> MaskedLMOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            The original code at masked positions, -100 elsewhere.
+        """
+        outputs = self.behrt(
+            **_model_inputs(input_ids, attention_mask, age_ids, segment_ids, visit_ids, position_ids,
+                            inputs_embeds, output_attentions, output_hidden_states)
+        )
+        logits = self.mlm_head(outputs.last_hidden_state)
+        loss = masked_lm_loss(logits, labels) if labels is not None else None
+        output = MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if self._return_dict(return_dict) else output.to_tuple()
+
+
+class BehrtForNextVisitPrediction(BehrtPreTrainedModel):
+    """Multi-label prediction of the codes of the next visit from the patient embedding."""
+
+    def __init__(self, config: BehrtConfig):
+        super().__init__(config)
+        self.behrt = BehrtModel(config)
+        self.nvp_head = BehrtNVPHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        age_ids=None,
+        segment_ids=None,
+        visit_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels: torch.Tensor | None = None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ) -> SequenceClassifierOutput | tuple:
+        r"""
+        labels (`torch.Tensor` of shape `(batch_size, vocab_size)`, *optional*):
+            Multi-hot codes of the next visit.
+        """
+        outputs = self.behrt(
+            **_model_inputs(input_ids, attention_mask, age_ids, segment_ids, visit_ids, position_ids,
+                            inputs_embeds, output_attentions, output_hidden_states)
+        )
+        logits = self.nvp_head(outputs.pooler_output)
+        loss = next_visit_loss(logits, labels, self.config.nvp_pos_weight) if labels is not None else None
+        output = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if self._return_dict(return_dict) else output.to_tuple()
+
+
+@dataclass
+class BehrtForPreTrainingOutput(ModelOutput):
+    """
+    loss: `mlm_loss + config.nvp_loss_weight * nvp_loss` (whichever labels were given).
+    mlm_loss, nvp_loss: the two terms, for logging.
+    mlm_logits: `(batch_size, sequence_length, vocab_size)`. nvp_logits: `(batch_size, vocab_size)`.
+    """
+
+    loss: torch.Tensor | None = None
+    mlm_loss: torch.Tensor | None = None
+    nvp_loss: torch.Tensor | None = None
+    mlm_logits: torch.Tensor | None = None
+    nvp_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class BehrtForPreTraining(BehrtPreTrainedModel):
+    """Masked-code modelling and next-visit prediction together. The heads have the same names as in
+    `BehrtForMaskedLM` / `BehrtForNextVisitPrediction`, so a pretraining checkpoint loads fully into either."""
+
+    _tied_weights_keys = {"mlm_head.decoder.weight": "behrt.embeddings.code_embeddings.weight"}
+
+    def __init__(self, config: BehrtConfig):
+        super().__init__(config)
+        self.behrt = BehrtModel(config)
+        self.mlm_head = BehrtMLMHead(config)
+        self.nvp_head = BehrtNVPHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.mlm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.mlm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        age_ids=None,
+        segment_ids=None,
+        visit_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels: torch.LongTensor | None = None,
+        next_visit_labels: torch.Tensor | None = None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ) -> BehrtForPreTrainingOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*): MLM targets, -100 elsewhere.
+        next_visit_labels (`torch.Tensor` of shape `(batch_size, vocab_size)`, *optional*): multi-hot next visit.
+        """
+        outputs = self.behrt(
+            **_model_inputs(input_ids, attention_mask, age_ids, segment_ids, visit_ids, position_ids,
+                            inputs_embeds, output_attentions, output_hidden_states)
+        )
+        mlm_logits = self.mlm_head(outputs.last_hidden_state)
+        nvp_logits = self.nvp_head(outputs.pooler_output)
+        mlm_loss = masked_lm_loss(mlm_logits, labels) if labels is not None else None
+        nvp_loss = None
+        if next_visit_labels is not None:
+            nvp_loss = next_visit_loss(nvp_logits, next_visit_labels, self.config.nvp_pos_weight)
+        terms = [t for t in (mlm_loss, None if nvp_loss is None else self.config.nvp_loss_weight * nvp_loss) if t is not None]
+        output = BehrtForPreTrainingOutput(
+            loss=sum(terms) if terms else None,
+            mlm_loss=mlm_loss,
+            nvp_loss=nvp_loss,
+            mlm_logits=mlm_logits,
+            nvp_logits=nvp_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if self._return_dict(return_dict) else output.to_tuple()
+
+
+class BehrtForSequenceClassification(BehrtPreTrainedModel):
+    """A linear head on the patient embedding; the loss follows `config.problem_type` (as in BERT)."""
+
+    def __init__(self, config: BehrtConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        for name in ("class_weights", "pos_weight"):
+            weights = getattr(config, name)
+            if weights is not None and len(weights) != config.num_labels:
+                raise ValueError(f"config.{name} has {len(weights)} values but num_labels is {config.num_labels}.")
+        self.behrt = BehrtModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        age_ids=None,
+        segment_ids=None,
+        visit_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels: torch.Tensor | None = None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ) -> SequenceClassifierOutput | tuple:
+        r"""
+        labels (`torch.Tensor`, *optional*): `(batch_size,)` class ids (single-label), `(batch_size, num_labels)`
+            0/1 floats (multi-label), or `(batch_size,)` / `(batch_size, num_labels)` floats (regression).
+        """
+        outputs = self.behrt(
+            **_model_inputs(input_ids, attention_mask, age_ids, segment_ids, visit_ids, position_ids,
+                            inputs_embeds, output_attentions, output_hidden_states)
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
+        loss = self._loss(logits, labels) if labels is not None else None
+        output = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if self._return_dict(return_dict) else output.to_tuple()
+
+    def _loss(self, logits, labels):
+        config = self.config
+        if config.problem_type is None:
+            if self.num_labels == 1:
+                config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                config.problem_type = "single_label_classification"
+            else:
+                config.problem_type = "multi_label_classification"
+        logits = logits.float()
+        if config.problem_type == "regression":
+            if self.num_labels == 1:
+                return F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+            return F.mse_loss(logits, labels.float())
+        if config.problem_type == "single_label_classification":
+            weight = None if config.class_weights is None else logits.new_tensor(config.class_weights)
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1).long(), weight=weight)
+        pos_weight = None if config.pos_weight is None else logits.new_tensor(config.pos_weight)
+        return F.binary_cross_entropy_with_logits(logits, labels.float().view_as(logits), pos_weight=pos_weight)
+
+
+__all__ = [
+    "BehrtEmbeddings",
+    "BehrtForMaskedLM",
+    "BehrtForNextVisitPrediction",
+    "BehrtForPreTraining",
+    "BehrtForPreTrainingOutput",
+    "BehrtForSequenceClassification",
+    "BehrtModel",
+    "BehrtPreTrainedModel",
+]

@@ -1,0 +1,268 @@
+"""The BEHRT tokenizer: one medical code = one token, and a patient -> model inputs.
+
+A `PreTrainedTokenizerFast` over a WordLevel vocabulary (no subword fragmentation of codes), so
+it saves and loads with `AutoTokenizer`. On top of the usual text API it encodes patients in the
+schema of `behrt_hf.schema` into the BEHRT sequence format::
+
+    [CLS] codes of visit 1 [SEP] codes of visit 2 [SEP] ...
+
+Each token carries its visit's age id, a segment id alternating 0/1 by visit, and its visit
+number (`visit_ids`, [CLS] = 0); the model derives position ids from the config (token index or
+visit number). Truncation drops whole visits from the oldest end, so the most recent history is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from .schema import PatientValidationError, validate_patient
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+_AGE_STEPS_PER_YEAR = {"year": 1, "month": 12}
+
+
+def count_codes(patients: Iterable[Mapping[str, Any]] | Any) -> Counter:
+    """Occurrences of every code in `patients` (a `datasets.Dataset` or an iterable of patient dicts)."""
+    data = getattr(patients, "data", None)
+    if data is not None and hasattr(data, "column") and "visits" in getattr(patients, "column_names", ()):
+        # A datasets.Dataset: count in Arrow without materialising Python rows.
+        import pyarrow.compute as pc
+
+        visits = pc.list_flatten(data.column("visits"))
+        codes = pc.list_flatten(pc.struct_field(visits, "codes"))
+        counts = pc.value_counts(codes)
+        return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
+    counter: Counter = Counter()
+    for patient in patients:
+        for visit in patient["visits"]:
+            counter.update(visit["codes"])
+    return counter
+
+
+class BehrtTokenizerFast(PreTrainedTokenizerFast):
+    """Code-level tokenizer for BEHRT. Build one with `BehrtTokenizerFast.build_vocab(train_patients)`.
+
+    Extra settings (saved in tokenizer_config.json): `age_unit` (`"year"` or `"month"`) and `max_age`
+    (years) must match the model's `BehrtConfig`; see `check_compatible`.
+
+    There is deliberately no custom `__init__`: with one, transformers 5 rebuilds the backend from
+    the vocabulary on load instead of using tokenizer.json as saved.
+    """
+
+    model_input_names = ["input_ids", "age_ids", "segment_ids", "visit_ids", "attention_mask"]
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def build_vocab(
+        cls,
+        patients,
+        min_frequency: int = 1,
+        max_size: int | None = None,
+        age_unit: str = "year",
+        max_age: int = 120,
+        model_max_length: int = 512,
+    ) -> "BehrtTokenizerFast":
+        """Build the vocabulary from patients (use the training split only).
+
+        Codes are ordered by decreasing frequency (ties alphabetically, so the result is
+        deterministic); codes seen fewer than `min_frequency` times, or beyond the `max_size`
+        most frequent, map to [UNK]. Special tokens come first: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.
+        """
+        if min_frequency < 1:
+            raise ValueError(f"min_frequency must be >= 1, got {min_frequency}.")
+        if max_size is not None and max_size < 1:
+            raise ValueError(f"max_size must be >= 1 (or None), got {max_size}.")
+        if age_unit not in _AGE_STEPS_PER_YEAR:
+            raise ValueError(f"age_unit must be one of {sorted(_AGE_STEPS_PER_YEAR)}, got {age_unit!r}.")
+        counts = count_codes(patients)
+        if not counts:
+            raise ValueError("Cannot build a vocabulary: the patients hold no codes.")
+        ranked = sorted((c for c, n in counts.items() if n >= min_frequency), key=lambda c: (-counts[c], c))
+        if max_size is not None:
+            ranked = ranked[:max_size]
+        specials = list(SPECIAL_TOKENS.values())
+        clash = set(ranked) & set(specials)
+        if clash:
+            raise ValueError(f"Codes {sorted(clash)} collide with special tokens.")
+        vocab = {token: i for i, token in enumerate(specials + ranked)}
+        backend = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+        backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        return cls(
+            tokenizer_object=backend,
+            model_max_length=model_max_length,
+            age_unit=age_unit,
+            max_age=max_age,
+            **SPECIAL_TOKENS,
+        )
+
+    # --- settings -----------------------------------------------------------------------------
+
+    @property
+    def age_unit(self) -> str:
+        return self.init_kwargs.get("age_unit", "year")
+
+    @property
+    def max_age(self) -> int:
+        return int(self.init_kwargs.get("max_age", 120))
+
+    @property
+    def age_vocab_size(self) -> int:
+        """Same layout as `BehrtConfig.age_vocab_size`: 0 = padding, then one id per age step."""
+        return self.max_age * _AGE_STEPS_PER_YEAR[self.age_unit] + 2
+
+    @property
+    def unknown_codes(self) -> Counter:
+        """Codes that mapped to [UNK] in this process, with their counts."""
+        if not hasattr(self, "_unknown_codes"):
+            self._unknown_codes = Counter()
+        return self._unknown_codes
+
+    def check_compatible(self, config) -> None:
+        """Raise a ValueError if this tokenizer's ids cannot be fed to a model with `config`."""
+        problems = []
+        if len(self) > config.vocab_size:
+            problems.append(f"vocabulary has {len(self)} tokens but config.vocab_size is {config.vocab_size}")
+        if self.age_vocab_size != config.age_vocab_size:
+            problems.append(
+                f"age ids (unit {self.age_unit!r}, max_age {self.max_age}) do not match the config "
+                f"(unit {config.age_unit!r}, max_age {config.max_age})"
+            )
+        if self.pad_token_id != config.pad_token_id:
+            problems.append(f"pad id {self.pad_token_id} != config.pad_token_id {config.pad_token_id}")
+        if problems:
+            raise ValueError("Tokenizer and model config do not match: " + "; ".join(problems) + ".")
+
+    def age_to_id(self, age: float) -> int:
+        """Age in years -> age id (1 .. age_vocab_size - 1); ages past `max_age` share the last id."""
+        steps = _AGE_STEPS_PER_YEAR[self.age_unit]
+        return min(int(math.floor(age * steps)), self.max_age * steps) + 1
+
+    def _code_ids(self) -> dict[str, int]:
+        cache = getattr(self, "_code_id_cache", None)
+        if cache is None or len(cache) != len(self):
+            cache = self._code_id_cache = self.get_vocab()
+        return cache
+
+    # --- encoding patients ----------------------------------------------------------------------
+
+    def encode_patient(
+        self,
+        patient: Mapping[str, Any],
+        max_length: int | None = None,
+        until_visit: int | None = None,
+        return_unknown_count: bool = False,
+    ) -> dict[str, list[int]]:
+        """Encode one patient (a dict in the patient schema) into BEHRT model inputs.
+
+        Args:
+            patient: `{"patient_id", "sex", "visits": [{"time", "age", "codes"}, ...]}`.
+            max_length: tokens per sequence, [CLS] and [SEP]s included (default `model_max_length`).
+                Whole visits are dropped from the oldest end to fit; if the most recent visit alone
+                is too long, its first codes are kept.
+            until_visit: index (0-based) of the last visit to include, e.g. a task's index visit:
+                nothing after it reaches the output.
+            return_unknown_count: add `num_unknown_codes` (codes of the kept visits mapped to [UNK]).
+
+        Returns:
+            `input_ids`, `age_ids`, `segment_ids`, `visit_ids`, `attention_mask` (lists of equal length).
+        """
+        validate_patient(patient)
+        visits = patient["visits"]
+        if until_visit is not None:
+            if not 0 <= until_visit < len(visits):
+                raise PatientValidationError(
+                    f"patient {patient.get('patient_id')!r}: until_visit={until_visit} is outside its "
+                    f"{len(visits)} visits"
+                )
+            visits = visits[: until_visit + 1]
+        max_length = self.model_max_length if max_length is None else max_length
+        if max_length < 3:
+            raise ValueError(f"max_length must be at least 3 ([CLS] code [SEP]), got {max_length}.")
+
+        # Walk back from the most recent visit while whole visits fit (each costs codes + [SEP]).
+        budget = max_length - 1  # [CLS]
+        first = len(visits)
+        while first > 0 and len(visits[first - 1]["codes"]) + 1 <= budget:
+            budget -= len(visits[first - 1]["codes"]) + 1
+            first -= 1
+        kept = visits[first:]
+        if not kept:  # the last visit alone is too long: keep its first codes
+            last = visits[-1]
+            kept = [{**last, "codes": last["codes"][: max_length - 2]}]
+
+        vocab = self._code_ids()
+        unk_id, cls_id, sep_id = self.unk_token_id, self.cls_token_id, self.sep_token_id
+        input_ids = [cls_id]
+        age_ids = [self.age_to_id(kept[0]["age"])]
+        segment_ids = [0]
+        visit_ids = [0]
+        unknown = 0
+        for number, visit in enumerate(kept, start=1):
+            ids = [vocab.get(code, unk_id) for code in visit["codes"]]
+            if unk_id in ids:
+                missing = [c for c, i in zip(visit["codes"], ids) if i == unk_id]
+                unknown += len(missing)
+                self.unknown_codes.update(missing)
+            n = len(ids) + 1
+            input_ids += ids + [sep_id]
+            age_ids += [self.age_to_id(visit["age"])] * n
+            segment_ids += [(number - 1) % 2] * n
+            visit_ids += [number] * n
+        encoded = {
+            "input_ids": input_ids,
+            "age_ids": age_ids,
+            "segment_ids": segment_ids,
+            "visit_ids": visit_ids,
+            "attention_mask": [1] * len(input_ids),
+        }
+        if return_unknown_count:
+            encoded["num_unknown_codes"] = unknown
+        return encoded
+
+    def encode_patients(
+        self,
+        batch: Mapping[str, Sequence[Any]],
+        max_length: int | None = None,
+        until_visit: str | Sequence[int] | None = None,
+        return_unknown_count: bool = False,
+    ) -> dict[str, list]:
+        """Encode a batch in column form, for `dataset.map(tokenizer.encode_patients, batched=True)`.
+
+        `until_visit` is a column name (e.g. `"index_visit_heart_failure_1y"`) or a list with one
+        index per patient.
+        """
+        n = len(batch["visits"])
+        if isinstance(until_visit, str):
+            if until_visit not in batch:
+                raise ValueError(f"until_visit column {until_visit!r} is not in the batch ({sorted(batch)}).")
+            until_visit = batch[until_visit]
+        columns = [k for k in batch if k != "visits"]
+        out: dict[str, list] = {key: [] for key in self.model_input_names}
+        if return_unknown_count:
+            out["num_unknown_codes"] = []
+        for i in range(n):
+            patient = {k: batch[k][i] for k in columns}
+            patient["visits"] = batch["visits"][i]
+            cut = None if until_visit is None else until_visit[i]
+            for key, value in self.encode_patient(patient, max_length, cut, return_unknown_count).items():
+                out[key].append(value)
+        return out
+
+
+__all__ = ["BehrtTokenizerFast", "SPECIAL_TOKENS", "count_codes"]

@@ -1,0 +1,374 @@
+"""BEHRT modeling: shapes and losses of every head, save/load, SDPA vs eager, gradient checkpointing."""
+
+import copy
+
+import pytest
+import torch
+
+from behrt_hf import (
+    BehrtConfig,
+    BehrtForMaskedLM,
+    BehrtForNextVisitPrediction,
+    BehrtForPreTraining,
+    BehrtForSequenceClassification,
+    BehrtModel,
+)
+from behrt_hf.modeling_behrt import sinusoidal_table
+from tests.helpers import tiny_config
+
+ALL_CLASSES = [
+    BehrtModel,
+    BehrtForMaskedLM,
+    BehrtForNextVisitPrediction,
+    BehrtForPreTraining,
+    BehrtForSequenceClassification,
+]
+
+
+class BehrtModelTester:
+    batch_size = 3
+    seq_length = 12
+
+    def __init__(self, **config_overrides):
+        self.config = tiny_config(**config_overrides)
+
+    def prepare_inputs(self, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        b, t, c = self.batch_size, self.seq_length, self.config
+        input_ids = torch.randint(5, c.vocab_size, (b, t), generator=g)
+        attention_mask = torch.ones(b, t, dtype=torch.long)
+        attention_mask[1, 8:] = 0  # one padded row
+        input_ids[1, 8:] = c.pad_token_id
+        visit_ids = torch.arange(t).div(3, rounding_mode="floor").expand(b, t).clone()  # 3 tokens a visit
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "age_ids": torch.randint(1, c.age_vocab_size, (b, t), generator=g) * attention_mask,
+            "segment_ids": (visit_ids % 2) * attention_mask,
+            "visit_ids": visit_ids * attention_mask,
+        }
+
+    def create_and_check_model(self):
+        model = BehrtModel(self.config).eval()
+        out = model(**self.prepare_inputs())
+        assert out.last_hidden_state.shape == (self.batch_size, self.seq_length, self.config.hidden_size)
+        assert out.pooler_output.shape == (self.batch_size, self.config.hidden_size)
+
+    def create_and_check_masked_lm(self):
+        model = BehrtForMaskedLM(self.config).eval()
+        inputs = self.prepare_inputs()
+        labels = torch.full_like(inputs["input_ids"], -100)
+        labels[:, 2] = inputs["input_ids"][:, 2]
+        out = model(**inputs, labels=labels)
+        assert out.logits.shape == (self.batch_size, self.seq_length, self.config.vocab_size)
+        expected = torch.nn.functional.cross_entropy(out.logits[:, 2], labels[:, 2])
+        torch.testing.assert_close(out.loss, expected)
+
+    def create_and_check_next_visit_prediction(self):
+        model = BehrtForNextVisitPrediction(self.config).eval()
+        labels = torch.zeros(self.batch_size, self.config.vocab_size)
+        labels[0, [7, 9]] = 1
+        out = model(**self.prepare_inputs(), labels=labels)
+        assert out.logits.shape == (self.batch_size, self.config.vocab_size)
+        torch.testing.assert_close(
+            out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, labels)
+        )
+
+    def create_and_check_pretraining(self):
+        model = BehrtForPreTraining(self.config).eval()
+        inputs = self.prepare_inputs()
+        labels = torch.full_like(inputs["input_ids"], -100)
+        labels[:, 3] = inputs["input_ids"][:, 3]
+        nvp = torch.zeros(self.batch_size, self.config.vocab_size)
+        nvp[:, 11] = 1
+        out = model(**inputs, labels=labels, next_visit_labels=nvp)
+        assert out.mlm_logits.shape == (self.batch_size, self.seq_length, self.config.vocab_size)
+        assert out.nvp_logits.shape == (self.batch_size, self.config.vocab_size)
+        torch.testing.assert_close(out.loss, out.mlm_loss + self.config.nvp_loss_weight * out.nvp_loss)
+        only_mlm = model(**inputs, labels=labels)
+        assert only_mlm.nvp_loss is None
+        torch.testing.assert_close(only_mlm.loss, out.mlm_loss)
+        assert model(**inputs).loss is None
+
+    def create_and_check_sequence_classification(self, problem_type, num_labels, labels):
+        config = copy.deepcopy(self.config)
+        config.num_labels, config.problem_type = num_labels, problem_type
+        model = BehrtForSequenceClassification(config).eval()
+        out = model(**self.prepare_inputs(), labels=labels)
+        assert out.logits.shape == (self.batch_size, num_labels)
+        assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+        return model, out
+
+
+@pytest.fixture(params=["token", "visit_sinusoidal"])
+def tester(request):
+    return BehrtModelTester(position_encoding=request.param)
+
+
+def test_model(tester):
+    tester.create_and_check_model()
+
+
+def test_masked_lm(tester):
+    tester.create_and_check_masked_lm()
+
+
+def test_next_visit_prediction(tester):
+    tester.create_and_check_next_visit_prediction()
+
+
+def test_pretraining(tester):
+    tester.create_and_check_pretraining()
+
+
+@pytest.mark.parametrize(
+    "problem_type,num_labels,labels",
+    [
+        ("single_label_classification", 2, torch.tensor([0, 1, 1])),
+        ("multi_label_classification", 4, torch.tensor([[0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 0, 0]]).float()),
+        ("multi_label_classification", 1, torch.tensor([[1.0], [0.0], [1.0]])),
+        ("regression", 1, torch.tensor([0.5, -1.0, 2.0])),
+        (None, 3, torch.tensor([0, 2, 1])),
+    ],
+)
+def test_sequence_classification(problem_type, num_labels, labels):
+    model, _ = BehrtModelTester().create_and_check_sequence_classification(problem_type, num_labels, labels)
+    if problem_type is None:
+        assert model.config.problem_type == "single_label_classification"
+
+
+def test_class_weights_and_pos_weight_change_the_loss():
+    tester = BehrtModelTester()
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 1, 1])
+    _, plain = tester.create_and_check_sequence_classification("single_label_classification", 2, labels)
+    tester.config.class_weights = [1.0, 5.0]
+    torch.manual_seed(0)
+    model, weighted = tester.create_and_check_sequence_classification("single_label_classification", 2, labels)
+    expected = torch.nn.functional.cross_entropy(weighted.logits, labels, weight=torch.tensor([1.0, 5.0]))
+    torch.testing.assert_close(weighted.loss, expected)
+    assert not torch.allclose(plain.loss, weighted.loss)
+
+    tester.config.class_weights = None
+    tester.config.pos_weight = [3.0]
+    bce_labels = torch.tensor([[1.0], [0.0], [1.0]])
+    _, out = tester.create_and_check_sequence_classification("multi_label_classification", 1, bce_labels)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, bce_labels, pos_weight=torch.tensor([3.0]))
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_weights_must_match_num_labels():
+    with pytest.raises(ValueError, match="class_weights has 3 values but num_labels is 2"):
+        BehrtForSequenceClassification(tiny_config(class_weights=[1.0, 2.0, 3.0]))
+
+
+def test_nvp_pos_weight():
+    tester = BehrtModelTester(nvp_pos_weight=4.0)
+    model = BehrtForNextVisitPrediction(tester.config).eval()
+    labels = torch.zeros(tester.batch_size, tester.config.vocab_size)
+    labels[:, 5] = 1
+    out = model(**tester.prepare_inputs(), labels=labels)
+    pos_weight = torch.full((tester.config.vocab_size,), 4.0)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, labels, pos_weight=pos_weight)
+    torch.testing.assert_close(out.loss, expected)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_save_load_round_trip(cls, tmp_path):
+    tester = BehrtModelTester()
+    model = cls(tester.config).eval()
+    model.save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert "model.safetensors" in files and not any(f.endswith(".bin") for f in files)
+    assert {"configuration_behrt.py", "modeling_behrt.py", "config.json"} <= files
+    reloaded, info = cls.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    inputs = tester.prepare_inputs()
+    with torch.no_grad():
+        a, b = model(**inputs), reloaded.eval()(**inputs)
+    for key in a.keys():
+        if torch.is_tensor(a[key]):
+            torch.testing.assert_close(a[key], b[key])
+
+
+@pytest.mark.parametrize("head", [BehrtForMaskedLM, BehrtForSequenceClassification, BehrtForPreTraining])
+def test_base_checkpoint_loads_into_any_head(head, tmp_path):
+    base = BehrtModel(tiny_config())
+    base.save_pretrained(tmp_path)
+    model, info = head.from_pretrained(tmp_path, output_loading_info=True)
+    # The backbone is loaded, the head weights are reported as new.
+    assert info["missing_keys"], "the new head weights must be reported"
+    assert all(not k.startswith("behrt.") for k in info["missing_keys"] if "pooler" not in k)
+    torch.testing.assert_close(
+        model.behrt.embeddings.code_embeddings.weight, base.embeddings.code_embeddings.weight
+    )
+    torch.testing.assert_close(
+        model.behrt.encoder.layer[1].output.dense.weight, base.encoder.layer[1].output.dense.weight
+    )
+
+
+def test_pretraining_checkpoint_loads_fully_into_single_objective_heads(tmp_path):
+    BehrtForPreTraining(tiny_config()).save_pretrained(tmp_path)
+    for head in (BehrtForMaskedLM, BehrtForNextVisitPrediction):
+        _, info = head.from_pretrained(tmp_path, output_loading_info=True)
+        assert not info["missing_keys"], head
+
+
+def test_mlm_decoder_is_tied_to_code_embeddings():
+    for cls in (BehrtForMaskedLM, BehrtForPreTraining):
+        model = cls(tiny_config())
+        assert model.mlm_head.decoder.weight.data_ptr() == model.behrt.embeddings.code_embeddings.weight.data_ptr()
+    untied = BehrtForMaskedLM(tiny_config(tie_word_embeddings=False))
+    assert untied.mlm_head.decoder.weight.data_ptr() != untied.behrt.embeddings.code_embeddings.weight.data_ptr()
+
+
+@pytest.mark.parametrize("position_encoding", ["token", "visit_sinusoidal"])
+def test_sdpa_and_eager_agree(position_encoding):
+    tester = BehrtModelTester(position_encoding=position_encoding)
+    sdpa = BehrtForPreTraining(tester.config).eval()
+    assert sdpa.config._attn_implementation == "sdpa"
+    eager_config = copy.deepcopy(tester.config)
+    eager_config._attn_implementation = "eager"
+    eager = BehrtForPreTraining(eager_config).eval()
+    eager.load_state_dict(sdpa.state_dict())
+    inputs = tester.prepare_inputs()
+    with torch.no_grad():
+        a, b = sdpa(**inputs), eager(**inputs)
+    mask = inputs["attention_mask"].bool()
+    torch.testing.assert_close(a.mlm_logits[mask], b.mlm_logits[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.nvp_logits, b.nvp_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_attentions_available_under_sdpa():
+    tester = BehrtModelTester()
+    model = BehrtModel(tester.config).eval()
+    out = model(**tester.prepare_inputs(), output_attentions=True, output_hidden_states=True)
+    assert len(out.attentions) == tester.config.num_hidden_layers
+    assert out.attentions[0].shape == (3, 4, 12, 12)
+    # rows are distributions, and padding receives no attention
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(3, 4, 12))
+    assert out.attentions[0][1, :, :, 8:].abs().max() == 0
+    assert len(out.hidden_states) == tester.config.num_hidden_layers + 1
+    assert model(**tester.prepare_inputs()).attentions is None
+
+
+def test_padding_does_not_change_real_tokens():
+    """Extra right padding must leave the real tokens' outputs unchanged."""
+    tester = BehrtModelTester()
+    model = BehrtModel(tester.config).eval()
+    inputs = tester.prepare_inputs()
+    padded = {k: torch.nn.functional.pad(v, (0, 5)) for k, v in inputs.items()}
+    with torch.no_grad():
+        a = model(**inputs).last_hidden_state
+        b = model(**padded).last_hidden_state[:, :12]
+    mask = inputs["attention_mask"].bool()
+    torch.testing.assert_close(a[mask], b[mask], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
+def test_pooling(pooling):
+    tester = BehrtModelTester(pooling=pooling)
+    model = BehrtModel(tester.config).eval()
+    inputs = tester.prepare_inputs()
+    with torch.no_grad():
+        out = model(**inputs)
+        h = out.last_hidden_state
+        m = inputs["attention_mask"].unsqueeze(-1).float()
+        raw = {"cls": h[:, 0], "mean": (h * m).sum(1) / m.sum(1), "max": h.masked_fill(m == 0, -1e9).amax(1)}[pooling]
+        expected = torch.tanh(model.pooler.dense(raw))
+    torch.testing.assert_close(out.pooler_output, expected)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    tester = BehrtModelTester(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    inputs = tester.prepare_inputs()
+    labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+
+    def grads(model):
+        model.train()
+        model(**inputs, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    torch.manual_seed(0)
+    plain = BehrtForMaskedLM(tester.config)
+    checkpointed = copy.deepcopy(plain)
+    enable = getattr(checkpointed, "activation_checkpointing_enable", None) or checkpointed.gradient_checkpointing_enable
+    enable()
+    assert all(layer.gradient_checkpointing for layer in checkpointed.behrt.encoder.layer)
+    expected, actual = grads(plain), grads(checkpointed)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_visit_sinusoidal_positions_are_fixed_and_follow_visit_ids(tmp_path):
+    config = tiny_config(position_encoding="visit_sinusoidal")
+    model = BehrtModel(config)
+    table = model.embeddings.visit_position_table
+    assert not table.requires_grad
+    torch.testing.assert_close(table, sinusoidal_table(config.max_position_embeddings, config.hidden_size))
+    assert "embeddings.visit_position_table" not in model.state_dict()
+    # visit ids, not token positions, drive the encoding: changing them changes the output
+    tester = BehrtModelTester(position_encoding="visit_sinusoidal")
+    model.eval()
+    inputs = tester.prepare_inputs()
+    shifted = dict(inputs, visit_ids=(inputs["visit_ids"] + 1) * inputs["attention_mask"])
+    with torch.no_grad():
+        assert not torch.allclose(model(**inputs).last_hidden_state, model(**shifted).last_hidden_state)
+    with pytest.raises(ValueError, match="needs `visit_ids`"):
+        model(input_ids=inputs["input_ids"])
+    # the table survives a from_pretrained (it is a non-persistent buffer re-initialised on load)
+    model.save_pretrained(tmp_path)
+    torch.testing.assert_close(BehrtModel.from_pretrained(tmp_path).embeddings.visit_position_table, table)
+
+
+def test_out_of_range_ids_give_a_clear_error():
+    tester = BehrtModelTester()
+    model = BehrtModel(tester.config).eval()
+    inputs = tester.prepare_inputs()
+    with pytest.raises(ValueError, match=r"age_ids holds the id 500, outside the embedding's range \[0, 122\)"):
+        model(**dict(inputs, age_ids=inputs["age_ids"].clone().fill_(500)))
+    with pytest.raises(ValueError, match="input_ids holds the id 99"):
+        model(**dict(inputs, input_ids=inputs["input_ids"].clone().fill_(99)))
+    with pytest.raises(ValueError, match="exceeds max_position_embeddings"):
+        model(input_ids=torch.ones(1, 65, dtype=torch.long))
+    with pytest.raises(ValueError, match="exactly one of"):
+        model()
+
+
+def test_return_tuple():
+    tester = BehrtModelTester()
+    model = BehrtForMaskedLM(tester.config).eval()
+    out = model(**tester.prepare_inputs(), return_dict=False)
+    assert isinstance(out, tuple) and out[0].shape[-1] == tester.config.vocab_size
+
+
+def test_config_round_trip_and_validation(tmp_path):
+    config = BehrtConfig.from_preset("original", vocab_size=77, age_unit="month")
+    config.save_pretrained(tmp_path)
+    loaded = BehrtConfig.from_pretrained(tmp_path)
+    assert loaded.to_dict() == config.to_dict()
+    assert loaded.age_vocab_size == 120 * 12 + 2
+    with pytest.raises(ValueError, match="Unknown BEHRT preset 'huge'"):
+        BehrtConfig.from_preset("huge")
+    with pytest.raises(Exception, match="not a multiple of num_attention_heads"):
+        BehrtConfig(hidden_size=30, num_attention_heads=4)
+    with pytest.raises(Exception, match="pooling"):
+        BehrtConfig(pooling="sum")
+
+
+def _count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_preset_parameter_counts():
+    """The planned sizes at vocab 1000: small ~0.5M, medium 2-3M, large 10-15M; original is BEHRT's shape."""
+    counts = {name: _count(BehrtForMaskedLM(BehrtConfig.from_preset(name, vocab_size=1000)))
+              for name in ("small", "medium", "large", "original")}
+    assert 0.4e6 <= counts["small"] <= 0.6e6, counts
+    assert 2e6 <= counts["medium"] <= 3e6, counts
+    assert 10e6 <= counts["large"] <= 15e6, counts
+    original = BehrtConfig.from_preset("original")
+    assert (original.hidden_size, original.num_hidden_layers, original.num_attention_heads,
+            original.intermediate_size, original.position_encoding, original.type_vocab_size) == (
+        288, 6, 12, 512, "visit_sinusoidal", 2)
