@@ -5,7 +5,7 @@ This file imports only transformers (and huggingface_hub, which transformers dep
 without behrt_hf installed.
 """
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
@@ -101,6 +101,8 @@ class BehrtConfig(PreTrainedConfig):
     ```"""
 
     model_type = "behrt"
+    # Output fields the Trainer must not collect as predictions at evaluation.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["mlm_loss", "nvp_loss", "hidden_states", "attentions"]
 
     vocab_size: int = 1000
     hidden_size: int = 128

@@ -113,5 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
     return {"losses": losses, "max_logit_difference": diff, "output_dir": str(out_dir)}
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point (`behrt-demo`): main() without its return value."""
     main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,161 @@
+"""The pretraining script: a tiny run end to end, resume after SIGKILL, and 2-process DDP."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import datasets
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForPreTraining
+
+from behrt_hf import patient_features
+from behrt_hf.tracking import read_jsonl
+from behrt_hf.training import pretrain
+from tests.helpers import make_patients
+
+TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=37"
+COMMON = ["--config_overrides", TINY, "--use_cpu", "--report_to", "none", "--max_length", "48",
+          "--disable_tqdm", "true", "--seed", "7"]
+
+
+def save_cohort(path, patients_train, patients_eval):
+    features = patient_features()
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_list(patients_train, features=features),
+        "validation": datasets.Dataset.from_list(patients_eval, features=features),
+    }).save_to_disk(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cohort") / "data"
+    return save_cohort(path, make_patients(120, seed=1, max_visits=7), make_patients(30, seed=2, max_visits=7))
+
+
+def test_pretrain_end_to_end(cohort, tmp_path, capsys):
+    out = tmp_path / "run"
+    result = pretrain.main(["--dataset_path", cohort, "--output_dir", str(out), "--do_train", "--max_steps", "6",
+                            "--per_device_train_batch_size", "8", "--logging_steps", "2", "--eval_strategy", "steps",
+                            "--eval_steps", "3", "--save_steps", "3", *COMMON])
+    for name in ("summary.json", "metrics.jsonl", "training_curves.png", "README.md", "model.safetensors",
+                 "tokenizer.json", "config.json", "checkpoint-6"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["objective"] == "mlm+nvp" and summary["model"]["class"] == "BehrtForPreTraining"
+    assert summary["training"]["train_tokens_per_second"] > 0
+    for key in ("mlm_accuracy", "mlm_top5_accuracy", "mlm_perplexity", "nvp_average_precision",
+                "nvp_micro_auroc", "nvp_macro_auroc", "nvp_recall@10", "nvp_micro_f1"):
+        assert f"eval_{key}" in result["eval"] and key in result["baseline"], key
+    logged = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in logged if "loss" in r] == [2, 4, 6]
+    assert any("eval_mlm_accuracy" in r for r in logged) and all("padding_fraction" in r for r in logged)
+    assert "frequency baseline" in capsys.readouterr().out
+    model = AutoModelForPreTraining.from_pretrained(out)
+    assert model.config.vocab_size == summary["data"]["vocab_size"]
+
+
+@pytest.mark.parametrize("objective", ["mlm", "nvp"])
+def test_single_objectives(cohort, tmp_path, objective):
+    result = pretrain.main(["--dataset_path", cohort, "--output_dir", str(tmp_path), "--do_train", "--max_steps", "2",
+                            "--per_device_train_batch_size", "8", "--objective", objective, *COMMON])
+    prefix = "eval_" + objective
+    assert any(k.startswith(prefix) for k in result["eval"])
+    assert not any(k.startswith("eval_" + ("nvp" if objective == "mlm" else "mlm")) for k in result["eval"])
+
+
+def test_bad_arguments_are_reported(cohort, tmp_path):
+    with pytest.raises(ValueError, match="--objective must be one of"):
+        pretrain.main(["--dataset_path", cohort, "--output_dir", str(tmp_path), "--objective", "clm", *COMMON])
+    with pytest.raises(ValueError, match="config_overrides"):
+        pretrain.main(["--dataset_path", cohort, "--output_dir", str(tmp_path), "--do_train",
+                       "--config_overrides", "hidden=3"])
+
+
+KILLABLE = """
+import os, signal, sys
+from transformers import TrainerCallback
+from behrt_hf.training.pretrain import main
+
+class KillAt(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == int(os.environ["KILL_AT_STEP"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+main(sys.argv[1:], callbacks=[KillAt()] if "KILL_AT_STEP" in os.environ else None)
+"""
+
+
+def run(args, env_extra=None, cwd=None, launcher=None):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+    proc = subprocess.run([*(launcher or [sys.executable]), *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=600)
+    return proc
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(cohort, tmp_path):
+    script = tmp_path / "killable.py"
+    script.write_text(KILLABLE)
+    args = ["--dataset_path", cohort, "--do_train", "--max_steps", "6", "--save_steps", "2", "--logging_steps", "1",
+            "--per_device_train_batch_size", "8", *COMMON]
+    straight = run([str(script), *args, "--output_dir", str(tmp_path / "straight")])
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killed = run([str(script), *args, "--output_dir", str(tmp_path / "resumed")], {"KILL_AT_STEP": "3"})
+    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL, mid-run
+    assert (tmp_path / "resumed" / "checkpoint-2").exists()
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+
+    resumed = run([str(script), *args, "--output_dir", str(tmp_path / "resumed")])  # the same command again
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from" in resumed.stderr
+
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    eval_a = json.loads((tmp_path / "straight" / "eval_results.json").read_text())
+    eval_b = json.loads((tmp_path / "resumed" / "eval_results.json").read_text())
+    for key, value in eval_a.items():
+        if not key.endswith(("runtime", "per_second")):
+            assert eval_b[key] == value, key
+    losses = lambda p: [(r["step"], r["loss"]) for r in read_jsonl(p / "metrics.jsonl") if "loss" in r]
+    assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
+    """Guards the loss-scaling pitfall: NVP with one possible cut (two visits each) and no dropout is
+    deterministic, so 2 processes x 4 patients must follow 1 process x 8 patients."""
+    two_visits = [dict(p, visits=p["visits"][:2]) for p in make_patients(200, seed=4, max_visits=6)
+                  if len(p["visits"]) >= 2]
+    data = save_cohort(tmp_path / "data", two_visits[:64], two_visits[64:80])
+    args = ["--dataset_path", data, "--do_train", "--objective", "nvp", "--max_steps", "4", "--logging_steps", "1",
+            "--group_by_length", "false", "--save_strategy", "no", "--learning_rate", "1e-3",
+            "--config_overrides", TINY + ",hidden_dropout_prob=0,attention_probs_dropout_prob=0",
+            "--use_cpu", "--report_to", "none", "--max_length", "48", "--disable_tqdm", "true", "--seed", "7"]
+    one = run(["-m", "behrt_hf.training.pretrain", *args, "--output_dir", str(tmp_path / "one"),
+               "--per_device_train_batch_size", "8"])
+    assert one.returncode == 0, one.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    two = run(["-m", "behrt_hf.training.pretrain", *args, "--output_dir", str(tmp_path / "two"),
+               "--per_device_train_batch_size", "4", "--ddp_backend", "gloo"], launcher=torchrun,
+              env_extra={"OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "process 1, device cpu" in two.stderr and "distributed distributed" in two.stderr  # two ranks
+    losses = lambda p: [r["loss"] for r in read_jsonl(p / "metrics.jsonl") if "loss" in r]
+    one_losses, two_losses = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one_losses) == len(two_losses) == 4
+    assert one_losses == pytest.approx(two_losses, rel=1e-4), (one_losses, two_losses)
+    assert len(set(one_losses)) > 1  # it trained

@@ -1,0 +1,344 @@
+"""Pretrain BEHRT with masked-code modelling (MLM), next-visit prediction (NVP), or both.
+
+    behrt-pretrain --output_dir runs/pretrain --synthetic small --objective mlm+nvp --preset small
+    accelerate launch -m behrt_hf.training.pretrain --output_dir ...     # one or several devices
+    behrt-pretrain config.json                                            # or config.yaml
+
+`main()` follows transformers' run_mlm.py: parse, log, detect the last checkpoint, seed, data,
+tokenizer (vocabulary from the training split only), model, collator, Trainer, train, evaluate,
+save metrics, model card. Rerunning the same command resumes from the last checkpoint in
+`output_dir`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import transformers
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from behrt_hf import (
+    BehrtConfig,
+    BehrtForMaskedLM,
+    BehrtForNextVisitPrediction,
+    BehrtForPreTraining,
+    BehrtTokenizerFast,
+)
+from behrt_hf.data_collator import (
+    OBJECTIVES,
+    TOKEN_COLUMNS,
+    DataCollatorForPretraining,
+    SetEpochCallback,
+    static_pretraining_targets,
+)
+from behrt_hf.metrics.pretraining import PretrainingEvaluator, frequency_baseline
+from behrt_hf.tracking import RunTrackerCallback, write_summary
+
+logger = logging.getLogger("behrt_hf.pretrain")
+
+MODEL_CLASSES = {"mlm": BehrtForMaskedLM, "nvp": BehrtForNextVisitPrediction, "mlm+nvp": BehrtForPreTraining}
+
+
+@dataclass
+class ModelArguments:
+    preset: str = field(default="small", metadata={"help": "Model size: small, medium, large or original."})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Config fields over the preset, e.g. 'hidden_size=64,num_hidden_layers=2,pooling=mean'."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Start from these weights (a folder or Hub id) instead of a fresh model."}
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' (default) or 'eager'."})
+
+    def config_kwargs(self) -> dict:
+        """Parse `config_overrides` into typed keyword arguments of BehrtConfig."""
+        if not self.config_overrides:
+            return {}
+        types = {f.name: f.type for f in dataclasses.fields(BehrtConfig)}
+        kwargs = {}
+        for item in self.config_overrides.split(","):
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or key not in types:
+                raise ValueError(f"config_overrides: {item!r} is not 'field=value' with a BehrtConfig field.")
+            kwargs[key] = json.loads(value) if value.strip()[:1] in "-0123456789[{tfn" else value.strip()
+        return kwargs
+
+
+@dataclass
+class DataArguments:
+    synthetic: str | None = field(
+        default="small", metadata={"help": "Synthetic cohort to generate: tiny, small, medium or large."}
+    )
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "A DatasetDict in the patient schema saved with save_to_disk (overrides --synthetic)."},
+    )
+    num_patients: int | None = field(default=None, metadata={"help": "Override the synthetic cohort's size."})
+    data_seed_cohort: int = field(default=0, metadata={"help": "Seed of the synthetic cohort."})
+    objective: str = field(default="mlm+nvp", metadata={"help": "mlm, nvp or mlm+nvp."})
+    max_length: int = field(default=256, metadata={"help": "Tokens per patient; older visits are dropped."})
+    min_code_frequency: int = field(default=1, metadata={"help": "Rarer codes map to [UNK]."})
+    max_vocab_size: int | None = field(default=None, metadata={"help": "Keep only the most frequent codes."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of codes masked per sequence."})
+    eval_split: str = field(default="validation", metadata={"help": "Split used for evaluation."})
+    max_eval_patients: int | None = field(default=None, metadata={"help": "Cap the evaluation set."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc of datasets.map."})
+    group_by_length: bool = field(
+        default=True,
+        metadata={"help": "Batch patients of similar length (less padding); false keeps --train_sampling_strategy."},
+    )
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"--objective must be one of {OBJECTIVES}, got {self.objective!r}.")
+        if self.synthetic is None and self.dataset_path is None:
+            raise ValueError("Give --synthetic NAME or --dataset_path PATH.")
+        if self.max_length < 8:
+            raise ValueError(f"--max_length must be at least 8, got {self.max_length}.")
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def load_cohort(data_args: DataArguments) -> datasets.DatasetDict:
+    if data_args.dataset_path:
+        return datasets.load_from_disk(data_args.dataset_path)
+    from behrt_hf import load_synthetic
+
+    return load_synthetic(data_args.synthetic, seed=data_args.data_seed_cohort, num_patients=data_args.num_patients)
+
+
+def encode_split(split: datasets.Dataset, tokenizer: BehrtTokenizerFast, data_args: DataArguments, desc: str):
+    """Patients -> model inputs, plus `length` (for length-grouped batches) and `num_visits`."""
+
+    def encode(batch):
+        out = tokenizer.encode_patients(batch, max_length=data_args.max_length)
+        out["length"] = [len(ids) for ids in out["input_ids"]]
+        out["num_visits"] = [visits[-1] for visits in out["visit_ids"]]
+        return out
+
+    return split.map(
+        encode, batched=True, remove_columns=split.column_names, num_proc=data_args.preprocessing_num_workers,
+        desc=f"Encoding {desc}",
+    )
+
+
+def build_datasets(cohort, tokenizer, data_args, training_args):
+    train = encode_split(cohort["train"], tokenizer, data_args, "train")
+    evaluation = encode_split(cohort[data_args.eval_split], tokenizer, data_args, data_args.eval_split)
+    if "nvp" in data_args.objective:  # a next visit needs at least two visits
+        before = (len(train), len(evaluation))
+        train = train.filter(lambda n: n >= 2, input_columns="num_visits")
+        evaluation = evaluation.filter(lambda n: n >= 2, input_columns="num_visits")
+        logger.info("NVP: kept %d/%d train and %d/%d eval patients with two or more visits",
+                    len(train), before[0], len(evaluation), before[1])
+    if data_args.max_eval_patients is not None:
+        evaluation = evaluation.select(range(min(data_args.max_eval_patients, len(evaluation))))
+    # Evaluation scores fixed masks and cuts, the same at every evaluation.
+    evaluation = evaluation.map(
+        static_pretraining_targets, with_indices=True, remove_columns=evaluation.column_names,
+        fn_kwargs=dict(tokenizer=tokenizer, objective=data_args.objective, seed=training_args.seed,
+                       mlm_probability=data_args.mlm_probability),
+        desc="Fixing evaluation targets",
+    )
+    train = train.remove_columns([c for c in train.column_names if c not in (*TOKEN_COLUMNS, "length")])
+    train = train.add_column("example_id", list(range(len(train))))  # seeds the per-example draws
+    return train, evaluation
+
+
+def build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer: BehrtTokenizerFast):
+    cls = MODEL_CLASSES[data_args.objective]
+    if model_args.model_name_or_path:
+        model = cls.from_pretrained(model_args.model_name_or_path, attn_implementation=model_args.attn_implementation)
+    else:
+        overrides = {"max_position_embeddings": data_args.max_length, **model_args.config_kwargs()}
+        config = BehrtConfig.from_preset(
+            model_args.preset, vocab_size=len(tokenizer), age_unit=tokenizer.age_unit, max_age=tokenizer.max_age,
+            pad_token_id=tokenizer.pad_token_id, **overrides,
+        )
+        config._attn_implementation = model_args.attn_implementation
+        model = cls(config)
+    tokenizer.check_compatible(model.config)
+    return model
+
+
+def prepare_tokenizer(cohort, data_args, output_dir: Path, resuming: bool) -> BehrtTokenizerFast:
+    """Vocabulary from the training split only; on resume it must equal the one saved with the run."""
+    tokenizer = BehrtTokenizerFast.build_vocab(
+        cohort["train"], min_frequency=data_args.min_code_frequency, max_size=data_args.max_vocab_size,
+        model_max_length=data_args.max_length,
+    )
+    saved = output_dir / "tokenizer.json"
+    if resuming and saved.exists():
+        if BehrtTokenizerFast.from_pretrained(output_dir).get_vocab() != tokenizer.get_vocab():
+            raise ValueError(
+                f"The vocabulary built from the data differs from the one saved in {output_dir}: the data changed "
+                "since the checkpoint. Use a new --output_dir (or --overwrite_output_dir) to start over."
+            )
+    return tokenizer
+
+
+def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
+    model_args, data_args, training_args = parse_args(argv)
+    training_args.remove_unused_columns = False  # the collator needs next_visit_codes etc.
+    if data_args.group_by_length and training_args.train_sampling_strategy == "random":
+        training_args.train_sampling_strategy = "group_by_length"
+    if training_args.include_num_input_tokens_seen in (None, "no", False):
+        training_args.include_num_input_tokens_seen = "non_padding"
+
+    # 1. logging
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", handlers=[logging.StreamHandler()]
+    )
+    log_level = training_args.get_process_log_level()
+    for lib_logger in (logger, datasets.utils.logging, transformers.utils.logging):
+        lib_logger.setLevel(log_level) if lib_logger is logger else lib_logger.set_verbosity(log_level)
+    logger.warning(
+        "process %d, device %s, n_gpu %d, distributed %s, bf16 %s",
+        training_args.process_index, training_args.device, training_args.n_gpu,
+        training_args.parallel_mode.value, training_args.bf16,
+    )
+
+    # 2. last checkpoint
+    output_dir = Path(training_args.output_dir)
+    last_checkpoint = None
+    if output_dir.is_dir() and training_args.do_train and not getattr(training_args, "overwrite_output_dir", False):
+        last_checkpoint = get_last_checkpoint(str(output_dir))
+        if last_checkpoint is not None:
+            logger.warning("Resuming from %s (use --overwrite_output_dir to start over).", last_checkpoint)
+
+    # 3. seed
+    set_seed(training_args.seed)
+    started = time.time()
+
+    # 4. data and vocabulary
+    with training_args.main_process_first(desc="data"):
+        cohort = load_cohort(data_args)
+        tokenizer = prepare_tokenizer(cohort, data_args, output_dir, resuming=last_checkpoint is not None)
+        train_dataset, eval_dataset = build_datasets(cohort, tokenizer, data_args, training_args)
+    logger.info("vocabulary %d tokens; %d train / %d eval patients", len(tokenizer), len(train_dataset), len(eval_dataset))
+
+    # 5. model and collator
+    model = build_model(model_args, data_args, tokenizer)
+    collator = DataCollatorForPretraining(tokenizer, objective=data_args.objective,
+                                          mlm_probability=data_args.mlm_probability, seed=training_args.seed)
+    evaluator = PretrainingEvaluator(data_args.objective, collator.first_code_id)
+
+    # 6. Trainer
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=evaluator.compute_metrics,
+        preprocess_logits_for_metrics=evaluator.preprocess_logits_for_metrics,
+        callbacks=[RunTrackerCallback(output_dir, collator), SetEpochCallback(collator), *(callbacks or [])],
+    )
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(output_dir)
+
+    # 7. train
+    train_metrics = {}
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=last_checkpoint)
+        trainer.save_model()
+        train_metrics = dict(result.metrics)
+        tokens = trainer.state.num_input_tokens_seen
+        train_metrics["train_tokens_per_second"] = tokens / max(train_metrics.get("train_runtime", 0), 1e-9)
+        train_metrics["train_padding_fraction"] = collator.padding_fraction
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
+
+    # 8. evaluate, beside the frequency baseline
+    eval_metrics = trainer.evaluate() if training_args.do_eval or training_args.do_train else {}
+    baseline = frequency_baseline(train_dataset, eval_dataset, tokenizer, data_args.objective)
+    if trainer.is_world_process_zero():
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        table = format_comparison(eval_metrics, baseline)
+        print(table, flush=True)
+        summary = {
+            "objective": data_args.objective,
+            "data": {"source": data_args.dataset_path or f"synthetic:{data_args.synthetic}",
+                     "train_patients": len(train_dataset), "eval_patients": len(eval_dataset),
+                     "vocab_size": len(tokenizer), "max_length": data_args.max_length},
+            "model": {"class": type(model).__name__, "preset": model_args.preset,
+                      "parameters": sum(p.numel() for p in model.parameters()), "config": model.config.to_dict()},
+            "training": {"wall_time_seconds": time.time() - started, **train_metrics},
+            "eval": eval_metrics,
+            "frequency_baseline": baseline,
+        }
+        write_summary(output_dir / "summary.json", summary)
+        write_model_card(output_dir, summary, table)
+    return {"train": train_metrics, "eval": eval_metrics, "baseline": baseline}
+
+
+COMPARED = [
+    ("mlm_accuracy", "masked-code accuracy"),
+    ("mlm_top5_accuracy", "masked-code top-5 accuracy"),
+    ("mlm_perplexity", "masked-code perplexity"),
+    ("nvp_average_precision", "NVP average precision (per patient)"),
+    ("nvp_micro_auroc", "NVP micro AUROC"),
+    ("nvp_macro_auroc", "NVP macro AUROC"),
+    ("nvp_recall@10", "NVP recall@10"),
+    ("nvp_micro_f1", "NVP best-threshold micro-F1"),
+]
+
+
+def format_comparison(eval_metrics: dict, baseline: dict) -> str:
+    rows = [(label, eval_metrics.get(f"eval_{key}"), baseline.get(key)) for key, label in COMPARED if key in baseline]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'metric':<{width}}  {'model':>9}  {'frequency baseline':>18}"]
+    lines += [f"{label:<{width}}  {model:>9.4f}  {base:>18.4f}" for label, model, base in rows]
+    return "\n".join(lines)
+
+
+def write_model_card(output_dir: Path, summary: dict, table: str) -> None:
+    model = summary["model"]
+    text = f"""---
+library_name: transformers
+tags: [behrt, ehr, medical, pretraining]
+---
+# BEHRT pretrained with {summary['objective']}
+
+A `{model['class']}` ({model['parameters'] / 1e6:.2f}M parameters, preset `{model['preset']}`) trained with
+behrt_hf on {summary['data']['source']} ({summary['data']['train_patients']} training patients,
+vocabulary {summary['data']['vocab_size']} codes). Not for clinical use.
+
+## Evaluation ({summary['data']['eval_patients']} patients)
+
+```
+{table}
+```
+"""
+    (output_dir / "README.md").write_text(text)
+
+
+def cli() -> None:
+    """Console-script entry point (`behrt-pretrain`): main() without its return value."""
+    main()
+
+
+if __name__ == "__main__":
+    cli()
