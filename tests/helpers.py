@@ -39,3 +39,32 @@ def tiny_config(**overrides) -> BehrtConfig:
     )
     values.update(overrides)
     return BehrtConfig(**values)
+
+
+def add_toy_task(patients: list[dict], seed: int = 0, task: str = "demo") -> list[dict]:
+    """A learnable binary task: the label depends on a marker code up to the index visit.
+
+    The index visit is the second-to-last visit (patients with one visit are excluded: label -1),
+    and the marker placed *after* the index visit carries no signal, so a model that leaks the
+    future scores no better. `oracle_<task>` is the true probability.
+    """
+    rng = random.Random(seed)
+    marker = CODES[1]
+    out = []
+    for p in patients:
+        p = dict(p, visits=[dict(v) for v in p["visits"]])
+        if len(p["visits"]) < 2:
+            p.update({f"label_{task}": -1, f"index_visit_{task}": -1, f"oracle_{task}": float("nan")})
+            out.append(p)
+            continue
+        index = len(p["visits"]) - 2
+        has_marker = rng.random() < 0.4
+        if has_marker:
+            p["visits"][rng.randrange(index + 1)]["codes"].append(marker)
+        probability = 0.7 if has_marker else 0.1
+        label = int(rng.random() < probability)
+        if label:  # a future-only echo of the label, invisible when the input is cut correctly
+            p["visits"][-1]["codes"].append(CODES[2])
+        p.update({f"label_{task}": label, f"index_visit_{task}": index, f"oracle_{task}": probability})
+        out.append(p)
+    return out
