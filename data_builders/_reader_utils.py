@@ -459,29 +459,31 @@ def _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, r
     """
     ids, sexes = people.column("patient_id").to_pylist(), people.column("sex").to_pylist()
     ages = (age_us / 1e6 / SECONDS_PER_YEAR).astype(np.float32)  # == float32(age_in_years(time, birth))
+    visit_starts = np.flatnonzero(new_visit)
     patient_starts = np.flatnonzero(np.r_[True, rank[1:] != rank[:-1]]) if len(rank) else np.zeros(0, np.int64)
-    bounds = np.r_[patient_starts, len(rank)]
+    # the visits of patient p are visit_starts[first_visit[p] : first_visit[p + 1]]
+    first_visit = np.r_[np.searchsorted(visit_starts, patient_starts), len(visit_starts)]
+    event_bounds = np.r_[visit_starts, len(rank)]
     for b in range(0, len(patient_starts), patients_per_batch):
         last = min(b + patients_per_batch, len(patient_starts))
-        lo, hi = bounds[b], bounds[last]
-        batch_codes = codes.slice(lo, hi - lo).to_pylist()
-        visit_starts = np.flatnonzero(new_visit[lo:hi])
-        visit_bounds = np.r_[visit_starts, hi - lo].tolist()
-        visit_times = pa.array(time_us[lo:hi][visit_starts]).cast(TIMESTAMP).to_pylist()
-        visit_ages = ages[lo:hi][visit_starts].tolist()
-        v = 0
-        for p in range(b, last):
-            end = bounds[p + 1] - lo
-            visits = []
-            while v < len(visit_starts) and visit_bounds[v] < end:
-                visits.append({"time": visit_times[v], "age": visit_ages[v], "codes": batch_codes[visit_bounds[v] : visit_bounds[v + 1]]})
-                v += 1
-            person = int(rank[bounds[p]])
-            patient = {"patient_id": ids[person], "sex": sexes[person] if sexes[person] in SEXES else "U", "visits": visits}
+        v0, v1 = first_visit[b], first_visit[last]
+        lo = event_bounds[v0]
+        batch_codes = codes.slice(lo, event_bounds[v1] - lo).to_pylist()
+        bounds = (event_bounds[v0 : v1 + 1] - lo).tolist()
+        times = pa.array(time_us[visit_starts[v0:v1]]).cast(TIMESTAMP).to_pylist()
+        visits = [
+            {"time": t, "age": a, "codes": batch_codes[s:e]}
+            for t, a, s, e in zip(times, ages[visit_starts[v0:v1]].tolist(), bounds[:-1], bounds[1:])
+        ]
+        per_patient = (first_visit[b : last + 1] - v0).tolist()
+        for p, start, stop in zip(range(b, last), per_patient[:-1], per_patient[1:]):
+            person = int(rank[patient_starts[p]])
+            sex = sexes[person]
+            patient = {"patient_id": ids[person], "sex": sex if sex in SEXES else "U", "visits": visits[start:stop]}
             validate_patient(patient)
-            report.kept["patients"] += 1
-            report.kept["visits"] += len(visits)
             yield patient
+        report.kept["patients"] += last - b
+        report.kept["visits"] += int(v1 - v0)
 
 
 def empty_events() -> pa.Table:
@@ -505,6 +507,10 @@ class ReaderConfig(datasets.BuilderConfig):
 
     strict: bool = False
     dedupe: bool = False
+
+
+def _empty_split(features: datasets.Features, name: str) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({column: [] for column in features}, features=features, split=datasets.Split(name))
 
 
 def fingerprint(files: Iterable[Path], modules: Iterable[object]) -> str:
@@ -589,7 +595,10 @@ class PatientReaderBuilder(datasets.ArrowBasedBuilder):
             self.drop_report = DropReport.load(report_path)
         left_out = self.drop_report.invalid or self.drop_report.filtered or self.drop_report.adjusted
         logger.log(logging.WARNING if left_out else logging.INFO, "%s", self.drop_report.summary())
-        splits = self.as_dataset()
+        splits = datasets.DatasetDict()
+        for name, info in self.info.splits.items():
+            # datasets cannot read back a split of 0 rows (all its patients dropped): an empty one instead
+            splits[name] = self.as_dataset(split=name) if info.num_examples else _empty_split(self.info.features, name)
         splits.drop_report = self.drop_report
         return splits
 
