@@ -59,7 +59,7 @@ EVENT_SCHEMA = pa.schema(
     [
         ("patient_id", pa.string()),  # the patient-schema id
         ("time", TIMESTAMP),  # visit time of the event (MEDS: its own time; MIMIC/Synthea: the admission's)
-        ("visit", pa.int64()),  # separates visits that share a time (admission / encounter index); 0 for MEDS
+        ("visit", pa.int64()),  # admission / encounter number (>= 0), or -1: visits by time (MEDS default)
         ("code", pa.string()),  # "SYSTEM//CODE"
         ("src", pa.int32()),  # index into the reader's list of source files (for examples)
         ("row", pa.int64()),  # 1-based row (CSV: line number) in that file (for examples)
@@ -380,7 +380,8 @@ def assemble_patients(
 
     `people` (PEOPLE_SCHEMA) gives each patient's sex and birth; patients come out in its order.
     Visits: events sorted by (time, visit) per patient, stably, so events of one visit keep their
-    input order; a new visit starts where `visit` changes or the time gap to the previous event
+    input order. Events with the same `visit` number (>= 0: an admission, an encounter) form one
+    visit; events with `visit` -1 start a new visit where the time gap to the previous event
     exceeds `window_us` (0: every distinct time is a visit). A visit's time and age are those of
     its first event. Dropped and counted: events of patients missing from `people` or without a
     birth date, events before birth, events at ages above 120 years; with `dedupe`, repeats of a
@@ -415,14 +416,18 @@ def assemble_patients(
 
     keep = np.flatnonzero(usable & ~before & ~too_old)
     visit_key = events.column("visit").to_numpy()[keep]
-    order = np.lexsort((visit_key, time_us[keep], rank[keep]))  # stable: input order within a visit
+    start_us = _visit_start(rank[keep], visit_key, time_us[keep])
+    # patient, visit start, visit, time; stable: input order among equals
+    order = np.lexsort((time_us[keep], visit_key, start_us, rank[keep]))
     taken = keep[order]
     rank, time_us, age_us, visit_key = rank[taken], time_us[taken], age_us[taken], visit_key[order]
     codes = events.column("code").take(pa.array(taken))
 
     new_visit = np.ones(len(taken), dtype=bool)
     new_visit[1:] = (
-        (rank[1:] != rank[:-1]) | (visit_key[1:] != visit_key[:-1]) | (time_us[1:] - time_us[:-1] > window_us)
+        (rank[1:] != rank[:-1])
+        | (visit_key[1:] != visit_key[:-1])
+        | ((visit_key[1:] < 0) & (time_us[1:] - time_us[:-1] > window_us))
     )
     if dedupe and len(taken):
         first = _first_of_each(np.cumsum(new_visit) - 1, codes)
@@ -441,6 +446,19 @@ def assemble_patients(
     )
     report.kept["events"] += len(rank)
     yield from _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, report)
+
+
+def _visit_start(rank: np.ndarray, visit_key: np.ndarray, time_us: np.ndarray) -> np.ndarray:
+    """Per event, the time its visit starts: the earliest time of its (patient, visit >= 0), else its own."""
+    start = time_us.copy()
+    keyed = np.flatnonzero(visit_key >= 0)
+    if len(keyed):
+        group = rank[keyed].astype(np.int64) * (int(visit_key[keyed].max()) + 1) + visit_key[keyed]
+        _, which = np.unique(group, return_inverse=True)
+        first = np.full(which.max() + 1, np.iinfo(np.int64).max)
+        np.minimum.at(first, which, time_us[keyed])
+        start[keyed] = first[which]
+    return start
 
 
 def _first_of_each(visit_id: np.ndarray, codes: pa.ChunkedArray) -> np.ndarray:
@@ -484,10 +502,6 @@ def _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, r
             yield patient
         report.kept["patients"] += last - b
         report.kept["visits"] += int(v1 - v0)
-
-
-def empty_events() -> pa.Table:
-    return EVENT_SCHEMA.empty_table()
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ conventions of `behrt_hf.schema` (shared with the synthetic MEDS exporter, so th
 - A visit is the set of events sharing one timestamp (`visit_window=...`: events at most that far
   apart from the previous event join its visit). Events are sorted by time only, stably, so the
   codes of a visit keep their file order, duplicates included (`dedupe=True` keeps the first).
+  With encounter codes (`visit_start_codes=["HOSPITAL_ADMISSION//"]`,
+  `visit_end_codes=["HOSPITAL_DISCHARGE//"]`) the events of an encounter, from the timestamp of
+  its start code through the timestamp of its end code, form one visit at its first event's time;
+  events outside encounters form visits by time.
 - Age is `float32(age_in_years(time, birth))`.
 - Splits from `metadata/subject_splits.parquet` (train / tuning / held_out -> train / validation
   / test; other names kept); without that file, a stable hash of patient_id (80/10/10, see
@@ -88,6 +92,12 @@ class MedsConfig(ReaderConfig):
             (e.g. `("ICD10CM//", "ATC//", "LAB//")`); `None` keeps all.
         visit_window_hours (`float`, defaults to 0): events at most this many hours after the previous
             event of the patient join its visit; 0 makes every distinct timestamp a visit.
+        visit_start_codes (`tuple[str]`, *optional*): code prefixes that open an encounter (e.g.
+            `("HOSPITAL_ADMISSION//", "ED_REGISTRATION//")`); its events up to the first timestamp
+            with a `visit_end_codes` code (or up to the next start) form one visit, whatever their
+            times. Events outside encounters form visits by time as above.
+        visit_end_codes (`tuple[str]`, *optional*): code prefixes that close an encounter
+            (e.g. `("HOSPITAL_DISCHARGE//", "ED_OUT//")`).
         numeric (`str`, defaults to `"drop"`): `"drop"` ignores numeric values, `"bin"` appends their
             per-code quantile bin to the code (`CODE//Q1` .. `CODE//Q<n_bins>`).
         n_bins (`int`, defaults to 5): number of quantile bins for `numeric="bin"`.
@@ -99,6 +109,8 @@ class MedsConfig(ReaderConfig):
 
     code_prefixes: tuple[str, ...] | None = None
     visit_window_hours: float = 0.0
+    visit_start_codes: tuple[str, ...] | None = None
+    visit_end_codes: tuple[str, ...] | None = None
     numeric: str = "drop"
     n_bins: int = 5
     max_bin_samples: int = 1_000_000
@@ -111,10 +123,14 @@ class MedsConfig(ReaderConfig):
             raise ValueError(f"n_bins must be at least 2, got {self.n_bins}")
         if not (self.visit_window_hours >= 0 and math.isfinite(self.visit_window_hours)):
             raise ValueError(f"visit_window_hours must be a finite number >= 0, got {self.visit_window_hours}")
-        if self.code_prefixes is not None:
-            if isinstance(self.code_prefixes, str) or not all(isinstance(p, str) and p for p in self.code_prefixes):
-                raise ValueError(f"code_prefixes must be a sequence of non-empty strings, got {self.code_prefixes!r}")
-            self.code_prefixes = tuple(self.code_prefixes)
+        for name in ("code_prefixes", "visit_start_codes", "visit_end_codes"):
+            prefixes = getattr(self, name)
+            if prefixes is not None:
+                if isinstance(prefixes, str) or not all(isinstance(p, str) and p for p in prefixes):
+                    raise ValueError(f"{name} must be a sequence of non-empty strings, got {prefixes!r}")
+                setattr(self, name, tuple(prefixes))
+        if self.visit_end_codes and not self.visit_start_codes:
+            raise ValueError("visit_end_codes needs visit_start_codes")
 
 
 def _natural_key(path: str) -> list:
@@ -285,7 +301,7 @@ class MedsReader(PatientReaderBuilder):
             {
                 "patient_id": subject.cast(pa.string()),
                 "time": time,
-                "visit": pa.array(np.zeros(n, np.int64)),
+                "visit": pa.array(np.full(n, -1, np.int64)),  # visits by time unless encounter codes say otherwise
                 "code": code,
                 "src": pa.array(np.full(n, i, np.int32)),
                 "row": table.column("row"),
@@ -297,16 +313,20 @@ class MedsReader(PatientReaderBuilder):
         code_filled = pc.fill_null(code, "")
         is_birth = ok & pc.equal(code_filled, MEDS_BIRTH_CODE).to_numpy(zero_copy_only=False)
         is_gender = ok & pc.starts_with(code_filled, MEDS_GENDER_PREFIX).to_numpy(zero_copy_only=False)
-        static = ok & ~is_birth & ~is_gender & ~time.is_valid().to_numpy(zero_copy_only=False)
+        timed = time.is_valid().to_numpy(zero_copy_only=False)
+        static = ok & ~is_birth & ~is_gender & ~timed
         count_rows(report, FILTERED, "static event without a time (not a visit)", static, events, self._sources)
         in_visit = ok & ~is_birth & ~is_gender & ~static
+        people = self._people(events, ok, is_birth & timed, is_gender)
+        if self.config.visit_start_codes:  # before the prefix filter: markers count even when not kept
+            is_start = in_visit & _starts_with_any(code_filled, self.config.visit_start_codes)
+            is_end = in_visit & _starts_with_any(code_filled, self.config.visit_end_codes or ())
+            visit = _encounter_numbers(events, people, is_start, is_end)
+            events = events.set_column(2, "visit", pa.array(visit))
         if self.config.code_prefixes:
-            matches = np.zeros(n, bool)
-            for prefix in self.config.code_prefixes:
-                matches |= pc.starts_with(code_filled, prefix).to_numpy(zero_copy_only=False)
+            matches = _starts_with_any(code_filled, self.config.code_prefixes)
             count_rows(report, FILTERED, "event whose code matches none of code_prefixes", in_visit & ~matches, events, self._sources)
             in_visit &= matches
-        people = self._people(events, ok, is_birth & time.is_valid().to_numpy(zero_copy_only=False), is_gender)
         if self.config.numeric == "bin":
             events = events.set_column(3, "code", self._apply_bins(events, table.column(NUMERIC_VALUE), in_visit))
         return events.filter(pa.array(in_visit)), people
@@ -390,11 +410,52 @@ class MedsReader(PatientReaderBuilder):
             )
 
 
+def _starts_with_any(codes: pa.Array, prefixes) -> np.ndarray:
+    matches = np.zeros(len(codes), bool)
+    for prefix in prefixes:
+        matches |= pc.starts_with(codes, prefix).to_numpy(zero_copy_only=False)
+    return matches
+
+
+def _encounter_numbers(events: pa.Table, people: pa.Table, is_start: np.ndarray, is_end: np.ndarray) -> np.ndarray:
+    """Visit number per row for `visit_start_codes` / `visit_end_codes`; -1 outside encounters.
+
+    Works on timestamps, so file order within a timestamp does not matter: a timestamp of the
+    patient holding a start code opens an encounter (closing the previous one), the timestamps
+    after it belong to it up to and including the first one holding an end code (none: up to the
+    next start). Timestamps outside encounters are -1 (visits by time).
+    """
+    rank = pc.fill_null(pc.index_in(events.column("patient_id"), value_set=people.column("patient_id")), -1).to_numpy()
+    time_us = pc.fill_null(events.column("time").cast(pa.int64()), np.iinfo(np.int64).min).to_numpy()
+    order = np.lexsort((time_us, rank))
+    r, t = rank[order], time_us[order]
+    new_patient = np.r_[True, r[1:] != r[:-1]]
+    new_stamp = new_patient | np.r_[True, t[1:] != t[:-1]]
+    stamp = np.cumsum(new_stamp) - 1  # timestamp group of each sorted row
+    n_stamps = int(stamp[-1]) + 1 if len(stamp) else 0
+    starts = np.bincount(stamp, weights=is_start[order], minlength=n_stamps) > 0
+    ends = np.bincount(stamp, weights=is_end[order], minlength=n_stamps) > 0
+    first_of_patient = new_patient[new_stamp]
+    # state after each timestamp: 1 inside an encounter, -1 closed, 0 none yet (carried forward)
+    after = np.where(ends, -1, np.where(starts, 1, 0))
+    last = np.maximum.accumulate(np.where((after != 0) | first_of_patient, np.arange(n_stamps), 0))
+    state = after[last]
+    state_before = np.r_[0, state[:-1]]
+    state_before[first_of_patient] = 0
+    inside = starts | (state_before == 1)
+    number = np.where(inside, np.cumsum(starts) - 1, -1)
+    visit = np.empty(len(order), np.int64)
+    visit[order] = number[stamp]
+    return visit
+
+
 def load_meds(
     path,
     *,
     code_prefixes=None,
     visit_window: timedelta | float | None = None,
+    visit_start_codes=None,
+    visit_end_codes=None,
     numeric: str = "drop",
     n_bins: int = 5,
     dedupe: bool = False,
@@ -409,6 +470,9 @@ def load_meds(
         code_prefixes: keep only visit codes starting with one of these prefixes (None: all).
         visit_window: `timedelta` or hours; events this close to the previous one join its visit
             (None: one visit per distinct timestamp).
+        visit_start_codes, visit_end_codes: code prefixes that open / close an encounter; the
+            events of an encounter form one visit (e.g. `["HOSPITAL_ADMISSION//"]`,
+            `["HOSPITAL_DISCHARGE//"]` for MIMIC-IV MEDS).
         numeric: `"drop"` (ignore numeric values) or `"bin"` (`CODE//Q<k>`, per-code quantile bins).
         n_bins: quantile bins for `numeric="bin"`.
         dedupe: keep only the first occurrence of a code within a visit.
@@ -423,6 +487,8 @@ def load_meds(
         cache_dir=cache_dir,
         code_prefixes=tuple(code_prefixes) if code_prefixes is not None else None,
         visit_window_hours=float(visit_window or 0.0),
+        visit_start_codes=tuple(visit_start_codes) if visit_start_codes else None,
+        visit_end_codes=tuple(visit_end_codes) if visit_end_codes else None,
         numeric=numeric,
         n_bins=n_bins,
         dedupe=dedupe,

@@ -125,23 +125,24 @@ def _people(rows):
 def test_assemble_patients_groups_sorts_and_drops():
     birth = T(1990, 1, 1)
     events = _events([
-        ("a", T(2001, 1, 1), 0, "C"),
-        ("a", T(2000, 1, 1), 0, "B"),  # out of order: sorted by time, stably
-        ("a", T(2000, 1, 1), 0, "A"),
-        ("a", T(2000, 1, 1), 0, "B"),  # a repeat within the visit: kept unless dedupe
-        ("a", T(1980, 1, 1), 0, "BEFORE"),
-        ("b", T(2000, 1, 1), 7, "X"),  # two visits at one time, told apart by `visit`
+        ("a", T(2001, 1, 1), -1, "C"),
+        ("a", T(2000, 1, 1), -1, "B"),  # out of order: sorted by time, stably
+        ("a", T(2000, 1, 1), -1, "A"),
+        ("a", T(2000, 1, 1), -1, "B"),  # a repeat within the visit: kept unless dedupe
+        ("a", T(1980, 1, 1), -1, "BEFORE"),
+        ("b", T(2000, 1, 1), 7, "X"),  # two admissions at one time, told apart by `visit`
         ("b", T(2000, 1, 1), 3, "Y"),
-        ("a", T(2111, 1, 1), 0, "OLD"),
-        ("ghost", T(2000, 1, 1), 0, "G"),
-        ("nobirth", T(2000, 1, 1), 0, "N"),
+        ("b", T(2000, 1, 2), 3, "Z"),  # a later event of admission 3: same visit
+        ("a", T(2111, 1, 1), -1, "OLD"),
+        ("ghost", T(2000, 1, 1), -1, "G"),
+        ("nobirth", T(2000, 1, 1), -1, "N"),
     ])
     people = _people([("b", "M", birth), ("a", "F", birth), ("nobirth", "U", None), ("empty", "F", birth)])
     report = DropReport(source="t")
     rows = list(assemble_patients(events, people, report, sources=["f.parquet"]))
     assert rows == [
         {"patient_id": "b", "sex": "M", "visits": [
-            {"time": T(2000, 1, 1), "age": age(T(2000, 1, 1), birth), "codes": ["Y"]},
+            {"time": T(2000, 1, 1), "age": age(T(2000, 1, 1), birth), "codes": ["Y", "Z"]},
             {"time": T(2000, 1, 1), "age": age(T(2000, 1, 1), birth), "codes": ["X"]}]},
         {"patient_id": "a", "sex": "F", "visits": [
             {"time": T(2000, 1, 1), "age": age(T(2000, 1, 1), birth), "codes": ["B", "A", "B"]},
@@ -155,16 +156,16 @@ def test_assemble_patients_groups_sorts_and_drops():
     })
     assert report.filtered == Counter({"patient with no visit left": 1})
     assert report.examples["event before birth"] == ["f.parquet row 5 (patient a, code BEFORE, time 1980-01-01 00:00:00)"]
-    assert report.kept == Counter({"patients": 2, "visits": 4, "events": 6})
+    assert report.kept == Counter({"patients": 2, "visits": 4, "events": 7})
 
 
 def test_assemble_patients_window_and_dedupe():
     birth = T(1990, 1, 1)
     events = _events([
-        ("a", T(2000, 1, 1, 8), 0, "A"),
-        ("a", T(2000, 1, 1, 9), 0, "B"),
-        ("a", T(2000, 1, 1, 10, 30), 0, "A"),  # 1.5 h after the previous event
-        ("a", T(2000, 1, 1, 8), 0, "A"),
+        ("a", T(2000, 1, 1, 8), -1, "A"),
+        ("a", T(2000, 1, 1, 9), -1, "B"),
+        ("a", T(2000, 1, 1, 10, 30), -1, "A"),  # 1.5 h after the previous event
+        ("a", T(2000, 1, 1, 8), -1, "A"),
     ])
     people = _people([("a", "F", birth)])
     hour = 3600 * 10**6

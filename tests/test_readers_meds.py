@@ -244,3 +244,35 @@ def test_meds_testing_helpers_sample_dataset(tmp_path):
     assert first["visits"][0]["codes"] == ["ADMISSION//CARDIAC", "HR", "TEMP"]
     assert first["visits"][-1]["codes"] == ["DISCHARGE"]
     assert splits.drop_report.filtered == Counter({"static event without a time (not a visit)": 12})  # EYE_COLOR, HEIGHT
+
+
+def test_encounter_codes_make_one_visit_per_stay(tmp_path):
+    birth, t1, t2 = T(1980, 1, 1), T(2000, 2, 1, 10), T(2001, 1, 1)
+    root = write_meds(tmp_path / "m", {"0": [
+        (1, birth, "MEDS_BIRTH"),
+        (1, T(2000, 1, 1), "LAB//A"),  # outpatient: a visit by time
+        (1, t1, "LAB//B"),  # same timestamp as the admission, listed before it: inside
+        (1, t1, "HOSPITAL_ADMISSION//EW"),
+        (1, t1 + timedelta(hours=2), "LAB//C"),
+        (1, t1 + timedelta(days=1), "ICD10CM//I10"),
+        (1, t1 + timedelta(days=1), "HOSPITAL_DISCHARGE//HOME"),  # the discharge timestamp is inside
+        (1, t1 + timedelta(days=2), "LAB//D"),  # after discharge: visits by time again
+        (1, t1 + timedelta(days=2, hours=1), "LAB//E"),
+        (1, t2, "HOSPITAL_ADMISSION//X"),  # never discharged: open to the end
+        (1, t2 + timedelta(hours=1), "LAB//F"),
+    ]})
+    stays = {"visit_start_codes": ["HOSPITAL_ADMISSION//"], "visit_end_codes": ["HOSPITAL_DISCHARGE//"]}
+    (row,) = patients_by_id(load_meds(root, cache_dir=tmp_path, **stays)).values()
+    assert row["visits"] == [
+        visit(T(2000, 1, 1), birth, ["LAB//A"]),
+        visit(t1, birth, ["LAB//B", "HOSPITAL_ADMISSION//EW", "LAB//C", "ICD10CM//I10", "HOSPITAL_DISCHARGE//HOME"]),
+        visit(t1 + timedelta(days=2), birth, ["LAB//D"]),
+        visit(t1 + timedelta(days=2, hours=1), birth, ["LAB//E"]),
+        visit(t2, birth, ["HOSPITAL_ADMISSION//X", "LAB//F"]),
+    ]
+    # markers work even when code_prefixes leaves them out; the window applies outside encounters only
+    (row,) = patients_by_id(load_meds(root, cache_dir=tmp_path, code_prefixes=["LAB//", "ICD10CM//"], visit_window=2, **stays)).values()
+    assert [v["codes"] for v in row["visits"]] == [["LAB//A"], ["LAB//B", "LAB//C", "ICD10CM//I10"], ["LAB//D", "LAB//E"], ["LAB//F"]]
+    assert row["visits"][3]["time"] == t2 + timedelta(hours=1)  # the visit starts at its first kept event
+    with pytest.raises(ValueError, match="visit_end_codes needs visit_start_codes"):
+        load_meds(root, visit_end_codes=["HOSPITAL_DISCHARGE//"], cache_dir=tmp_path)
