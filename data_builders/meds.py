@@ -234,9 +234,14 @@ class MedsReader(PatientReaderBuilder):
             if not re.fullmatch(r"\w+(\.\w+)*", name):
                 raise ReaderInputError(f"{path}: split name {name!r} is not usable as a datasets split name")
         unique_ids, first = np.unique(ids, return_index=True)
-        if len(unique_ids) < len(ids):
-            self.drop_report.add(INVALID, "subject listed more than once in subject_splits.parquet (first kept)", len(ids) - len(unique_ids))
         first = np.sort(first)
+        repeated = np.setdiff1d(np.arange(len(ids)), first)
+        self.drop_report.add(
+            INVALID,
+            "subject listed more than once in subject_splits.parquet (first kept)",
+            len(repeated),
+            (f"{meds.subject_splits_filepath} row {r + 1} (subject {ids[r]})" for r in repeated[:3]),
+        )
         return pa.array(ids[first]), names[first]
 
     def _splits_of(self, subjects: np.ndarray, split_of, shard: int) -> np.ndarray:
