@@ -189,8 +189,13 @@ def test_label_fraction_keeps_a_seeded_subset_with_both_classes(task_cohort):
                               finetune.FinetuneDataArguments(dataset_path=path, task="demo"))
     a = finetune.label_subset(train, 0.25, "label_demo", seed=1)
     b = finetune.label_subset(train, 0.25, "label_demo", seed=1)
-    assert list(a["patient_id"]) == list(b["patient_id"]) and len(a) == int(np.ceil(0.25 * len(train)))
-    with pytest.raises(ValueError, match="use a larger fraction"):
+    assert list(a["patient_id"]) == list(b["patient_id"])
+    labels = np.asarray(train["label_demo"])
+    assert sum(a["label_demo"]) == round(0.25 * labels.sum())  # stratified
+    assert len(a) - sum(a["label_demo"]) == round(0.25 * (labels == 0).sum())
+    tiny = finetune.label_subset(train, 0.001, "label_demo", seed=1)
+    assert set(tiny["label_demo"]) == {0, 1}  # at least one of each class
+    with pytest.raises(ValueError, match="no patient with label 1"):
         finetune.label_subset(train.filter(lambda y: y == 0, input_columns="label_demo"), 0.1, "label_demo", seed=1)
 
 

@@ -131,18 +131,18 @@ def eligible(split: datasets.Dataset, data_args: FinetuneDataArguments) -> datas
 
 
 def label_subset(train: datasets.Dataset, fraction: float, label: str, seed: int) -> datasets.Dataset:
-    """A seeded random `fraction` of the training patients, holding both classes."""
+    """A seeded, stratified `fraction` of the training patients: that share of each class, at least one."""
     if fraction >= 1.0:
         return train
-    n = max(2, math.ceil(fraction * len(train)))
-    subset = train.shuffle(seed=seed).select(range(n))
-    labels = set(subset[label])
-    if labels != {0, 1}:
-        raise ValueError(
-            f"label_fraction={fraction} keeps {n} training patients, all with label {labels}: "
-            "use a larger fraction or cohort."
-        )
-    return subset
+    labels = np.asarray(train[label])
+    rng = np.random.default_rng(seed)
+    keep = []
+    for value in (0, 1):
+        members = np.flatnonzero(labels == value)
+        if len(members) == 0:
+            raise ValueError(f"label_fraction={fraction}: the training split has no patient with label {value}.")
+        keep.append(rng.choice(members, size=max(1, round(fraction * len(members))), replace=False))
+    return train.select(np.sort(np.concatenate(keep)).tolist())
 
 
 def encode(split: datasets.Dataset, tokenizer, data_args: FinetuneDataArguments, desc: str) -> datasets.Dataset:
