@@ -276,3 +276,9 @@ def test_encounter_codes_make_one_visit_per_stay(tmp_path):
     assert row["visits"][3]["time"] == t2 + timedelta(hours=1)  # the visit starts at its first kept event
     with pytest.raises(ValueError, match="visit_end_codes needs visit_start_codes"):
         load_meds(root, visit_end_codes=["HOSPITAL_DISCHARGE//"], cache_dir=tmp_path)
+
+
+def test_pretraining_runs_on_meds(meds_dir, tmp_path):
+    from tests.helpers import pretrain_a_few_steps
+
+    pretrain_a_few_steps(load_meds(meds_dir, cache_dir=tmp_path / "cache"), tmp_path)

@@ -196,3 +196,11 @@ def test_mimic_iv_table_selection(mimic_iv, tmp_path):
     (mimic_iv / "hosp" / "procedures_icd.csv").unlink()  # optional: fine without it
     by_id = patients_by_id(load_mimic(mimic_iv, drug_code="none", cache_dir=tmp_path))
     assert by_id["1"]["visits"][1]["codes"] == ["ICD10CM//E11.9", "ICD10CM//I10", "ICD9CM//4019"]
+
+
+@pytest.mark.parametrize("version", ["iii", "iv"])
+def test_pretraining_runs_on_mimic(version, mimic_iii, mimic_iv, tmp_path):
+    from tests.helpers import pretrain_a_few_steps
+
+    pretrain_a_few_steps(load_mimic(mimic_iii if version == "iii" else mimic_iv, version=version,
+                                    cache_dir=tmp_path / "cache"), tmp_path)

@@ -103,3 +103,9 @@ def test_synthea_options_and_errors(synthea, tmp_path):
     (synthea / "patients.csv").unlink()
     with pytest.raises(MissingFileError, match=r"patients\.csv"):
         load_synthea(synthea, cache_dir=tmp_path)
+
+
+def test_pretraining_runs_on_synthea(synthea, tmp_path):
+    from tests.helpers import pretrain_a_few_steps
+
+    pretrain_a_few_steps(load_synthea(synthea, cache_dir=tmp_path / "cache"), tmp_path)
