@@ -57,6 +57,8 @@ class Condition:
         implies: conditions recorded together with this one (an MI records coronary disease).
         supersedes: a condition this one replaces in reviews (CKD stage 4 replaces stage 3).
         hazard: False for conditions recorded by another module (pregnancy complications).
+        enrichment: multiplier of the baseline beyond the published rates (1 = none). Used only to
+            make a task event common enough to evaluate; the card and the report say so.
     """
 
     name: str
@@ -84,6 +86,7 @@ class Condition:
     implies: tuple = ()
     supersedes: str | None = None
     hazard: bool = True
+    enrichment: float = 1.0
 
 
 _LIPIDS = ((loinc("2093-3"), 0.35), (loinc("13457-7"), 0.35), (loinc("2085-9"), 0.25), (loinc("2571-8"), 0.25))
@@ -104,7 +107,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "obesity", "Obesity", icd("E66.9"),
-        rates=((20, 12), (40, 11), (60, 7), (80, 3)), min_age=20, chronic=False,
+        rates=((20, 35), (35, 12), (50, 6), (70, 2)), min_age=20, chronic=False,
         review=((icd("E66.9"), 1),), review_prob=0.35,
     ),
     Condition(
@@ -116,7 +119,7 @@ CONDITIONS: tuple[Condition, ...] = (
     # --- cardiometabolic -----------------------------------------------------------------------------
     Condition(
         "hypertension", "Hypertension", icd("I10"),
-        rates=((18, 1.5), (30, 4), (45, 11), (60, 20), (75, 22), (90, 22)), male=1.1, min_age=18,
+        rates=((18, 5), (30, 8), (45, 12), (60, 20), (75, 18), (90, 15)), male=1.1, min_age=18,
         risks={"obesity": 2.0, "t2d": 1.5, "ckd": 1.5, "ght": 2.0, "prediabetes": 1.3},
         review=((icd("I10"), 1),), review_prob=0.5,
         lines=(((atc("C09AA05"), 3), (atc("C09AA03"), 2), (atc("C09CA01"), 2), (atc("C08CA01"), 3)),
@@ -127,7 +130,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "hyperlipidaemia", "Hyperlipidaemia", icd("E78.5"),
-        rates=((20, 1.5), (35, 7), (50, 16), (65, 18), (80, 10)), min_age=20,
+        rates=((20, 5), (35, 10), (50, 16), (65, 14), (80, 6)), min_age=20,
         risks={"t2d": 1.5, "obesity": 1.5, "hypertension": 1.3},
         review=((icd("E78.5"), 3), (icd("E78.00"), 1)), review_prob=0.4,
         lines=(((atc("C10AA05"), 5), (atc("C10AA01"), 2.5), (atc("C10AA07"), 2.5)), ((atc("C10AX09"), 1),)),
@@ -135,7 +138,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "t2d", "Type 2 diabetes", icd("E11.9"),
-        rates=((25, 0.4), (40, 2), (55, 5), (70, 6), (90, 4)), male=1.2, min_age=25,
+        rates=((25, 1.5), (40, 2.5), (55, 3), (70, 2), (90, 1.5)), male=1.2, min_age=25,
         risks={"obesity": 3.0, "prediabetes": 5.0, "gdm": 4.0, "hypertension": 1.5, "hyperlipidaemia": 1.3},
         review=((icd("E11.9"), 3), (icd("E11.65"), 1)), review_prob=0.7,
         lines=(((atc("A10BA02"), 1),),
@@ -157,7 +160,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "ckd", "Chronic kidney disease (stage 3+)", icd("N18.30"),
-        rates=((30, 0.15), (50, 0.8), (65, 3), (80, 9), (95, 15)), min_age=30,
+        rates=((30, 0.3), (50, 1), (65, 3.5), (80, 10), (95, 14)), min_age=30,
         risks={"t2d": 2.5, "hypertension": 2.0, "hf": 1.5, "obesity": 1.3, "cad": 1.3},
         review=((icd("N18.30"), 3), (icd("N18.31"), 1), (icd("N18.32"), 1)), review_prob=0.5,
         lines=(((atc("C09AA05"), 6), (atc("C09CA01"), 4)),), escalation_years=6.0,
@@ -180,7 +183,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "cad", "Coronary artery disease", icd("I25.10"),
-        rates=((35, 0.3), (50, 1.5), (65, 4), (80, 7), (95, 8)), female=0.6, male=1.5, min_age=30,
+        rates=((35, 0.3), (50, 1.2), (65, 2.5), (80, 6), (95, 6)), female=0.6, male=1.5, min_age=30,
         risks={"smoking": 2.0, "hypertension": 1.8, "t2d": 2.0, "hyperlipidaemia": 1.8, "ckd": 1.4,
                "obesity": 1.3},
         review=((icd("I25.10"), 1),), review_prob=0.5,
@@ -190,7 +193,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "mi", "Myocardial infarction", icd("I21.9"),
-        rates=((35, 0.1), (50, 0.5), (65, 1.3), (80, 2.5), (95, 3)), female=0.6, male=1.5, min_age=30,
+        rates=((35, 0.1), (50, 0.4), (65, 0.9), (80, 1.5), (95, 2)), female=0.6, male=1.5, min_age=30,
         risks={"cad": 3.0, "smoking": 2.0, "t2d": 1.8, "hypertension": 1.5, "hyperlipidaemia": 1.5},
         acute=True, implies=("cad",), history=icd("I25.2"), chronic=False,
         review=((icd("I25.2"), 1),), review_prob=0.3,
@@ -198,10 +201,24 @@ CONDITIONS: tuple[Condition, ...] = (
                      (atc("B01AC24"), 0.6), (atc("C10AA05"), 0.7)),
     ),
     Condition(
+        "cardiomegaly", "Cardiomegaly / LV hypertrophy (stage B heart failure)", icd("I51.7"),
+        rates=((45, 0.3), (60, 1.2), (70, 3), (80, 6), (90, 8)), male=1.3, min_age=40,
+        risks={"hypertension": 2.5, "mi": 4.0, "af": 2.0, "obesity": 1.5, "ckd": 1.5, "aortic_stenosis": 3.0},
+        review=((icd("I51.7"), 1),), review_prob=0.3, labs=((loinc("33762-6"), 0.3),),
+    ),
+    Condition(
+        "aortic_stenosis", "Aortic stenosis", icd("I35.0"),
+        rates=((55, 0.2), (65, 0.8), (75, 2.5), (85, 5)), male=1.2, min_age=50,
+        risks={"hypertension": 1.3, "hyperlipidaemia": 1.3, "ckd": 1.5},
+        review=((icd("I35.0"), 1),), review_prob=0.3,
+        dx_codes=((icd("R01.1"), 0.5),),
+    ),
+    Condition(
         "hf", "Heart failure", icd("I50.9"),
-        rates=((40, 0.08), (50, 0.25), (60, 0.7), (70, 2), (80, 5), (90, 10)), male=1.3, min_age=30,
-        risks={"hypertension": 1.8, "t2d": 1.9, "cad": 2.2, "mi": 2.5, "af": 3.0, "ckd": 1.8,
-               "obesity": 1.6, "copd": 1.4, "smoking": 1.3},
+        rates=((40, 0.04), (50, 0.1), (60, 0.26), (70, 0.65), (80, 1.6), (90, 3.2)), male=1.3, min_age=30,
+        enrichment=3.0,
+        risks={"cardiomegaly": 6.0, "aortic_stenosis": 3.0, "hypertension": 2.0, "t2d": 2.2, "cad": 2.2,
+               "mi": 3.5, "af": 4.0, "ckd": 2.5, "ckd4": 1.5, "obesity": 1.6, "copd": 1.5, "smoking": 1.3},
         acute=True,
         review=((icd("I50.22"), 2), (icd("I50.32"), 2), (icd("I50.9"), 2)), review_prob=0.7,
         lines=(((atc("C03CA01"), 1),), ((atc("C07AB07"), 7), (atc("C07AG02"), 3)),
@@ -213,7 +230,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "af", "Atrial fibrillation", icd("I48.91"),
-        rates=((40, 0.15), (55, 0.8), (65, 2.5), (75, 6), (85, 12)), male=1.5, min_age=30,
+        rates=((40, 0.1), (55, 0.4), (65, 1.2), (75, 3), (85, 5)), male=1.5, min_age=30,
         risks={"hypertension": 1.6, "hf": 2.5, "obesity": 1.5, "cad": 1.4, "t2d": 1.2, "copd": 1.3},
         review=((icd("I48.91"), 2), (icd("I48.20"), 1)), review_prob=0.6,
         lines=(((atc("B01AF02"), 45), (atc("B01AF01"), 30), (atc("B01AA03"), 15), (atc("B01AE07"), 10)),
@@ -223,7 +240,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "stroke", "Ischaemic stroke", icd("I63.9"),
-        rates=((40, 0.1), (60, 0.5), (70, 1.2), (80, 3), (90, 6)), min_age=30,
+        rates=((40, 0.2), (60, 0.8), (70, 1.8), (80, 4), (90, 7)), min_age=30,
         risks={"af": 3.5, "hypertension": 2.0, "t2d": 1.6, "smoking": 1.8, "cad": 1.4, "hyperlipidaemia": 1.3},
         acute=True, history=icd("Z86.73"),
         review=((icd("Z86.73"), 3), (icd("I69.398"), 1)), review_prob=0.4,
@@ -233,7 +250,7 @@ CONDITIONS: tuple[Condition, ...] = (
     # --- respiratory -----------------------------------------------------------------------------------
     Condition(
         "copd", "COPD", icd("J44.9"),
-        rates=((40, 0.15), (55, 0.6), (70, 1.2), (85, 1.2)), min_age=35,
+        rates=((35, 0.5), (50, 1.5), (65, 2.2), (85, 2)), min_age=35,
         risks={"smoking": 9.0, "asthma": 3.0},
         review=((icd("J44.9"), 1),), review_prob=0.6,
         lines=(((atc("R03AC02"), 1),), ((atc("R03BB04"), 6), (atc("R03AL03"), 4)),
@@ -243,7 +260,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "asthma", "Asthma", icd("J45.909"),
-        rates=((1, 6), (5, 7), (10, 4), (15, 2.5), (25, 2), (50, 1.2), (80, 0.8)), min_age=1,
+        rates=((1, 8), (5, 9), (10, 4), (15, 2.5), (25, 1.2), (50, 0.4), (80, 0.3)), min_age=1,
         risks={"obesity": 1.5, "smoking": 1.3, "atopic_dermatitis": 2.0},
         review=((icd("J45.909"), 1),), review_prob=0.5,
         lines=(((atc("R03AC02"), 1),), ((atc("R03BA02"), 5), (atc("R03BA05"), 5)),
@@ -254,9 +271,9 @@ CONDITIONS: tuple[Condition, ...] = (
     # --- mental health and neurology ------------------------------------------------------------------
     Condition(
         "depression", "Depression", icd("F32.9"),
-        rates=((12, 3), (18, 10), (30, 8), (50, 6), (70, 4), (85, 5)), female=1.5, male=0.8, min_age=12,
-        risks={"anxiety": 2.0, "stroke": 1.8, "hf": 1.4, "cad": 1.3, "copd": 1.4, "t2d": 1.3,
-               "dementia": 1.5},
+        rates=((12, 6), (18, 12), (30, 7), (45, 1.8), (65, 1.0), (85, 1.5)), female=1.5, male=0.8, min_age=12,
+        risks={"anxiety": 2.0, "stroke": 1.5, "hf": 1.3, "cad": 1.2, "copd": 1.3, "t2d": 1.2,
+               "dementia": 1.3},
         review=((icd("F32.9"), 2), (icd("F33.1"), 1)), review_prob=0.5,
         lines=(((atc("N06AB06"), 4), (atc("N06AB10"), 3), (atc("N06AB04"), 2), (atc("N06AB03"), 1)),
                ((atc("N06AX11"), 5), (atc("N06AX16"), 5))),
@@ -271,7 +288,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "dementia", "Dementia", icd("F03.90"),
-        rates=((60, 0.5), (70, 3), (80, 12), (90, 35)), min_age=60,
+        rates=((60, 0.3), (70, 2), (80, 12), (90, 30)), min_age=60,
         risks={"stroke": 2.0, "t2d": 1.5, "hypertension": 1.2, "depression": 1.5},
         review=((icd("F03.90"), 1),), review_prob=0.6,
         lines=(((atc("N06DA02"), 1),), ((atc("N06DX01"), 1),)), escalation_years=2.5,
@@ -297,7 +314,7 @@ CONDITIONS: tuple[Condition, ...] = (
     # --- musculoskeletal, endocrine, digestive, skin --------------------------------------------------
     Condition(
         "osteoarthritis", "Osteoarthritis", icd("M17.9"),
-        rates=((40, 1.5), (55, 6), (70, 12), (85, 14)), female=1.3, male=0.8, min_age=35,
+        rates=((40, 3), (55, 8), (70, 10), (85, 8)), female=1.3, male=0.8, min_age=35,
         risks={"obesity": 2.0},
         review=((icd("M17.9"), 3), (icd("M16.9"), 1), (icd("M19.90"), 1)), review_prob=0.4,
         lines=(((atc("N02BE01"), 6), (atc("M01AE01"), 4)),
@@ -311,14 +328,14 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "osteoporosis", "Osteoporosis", icd("M81.0"),
-        rates=((50, 5), (65, 11), (80, 18)), male=0.2, min_age=50,
+        rates=((50, 8), (65, 14), (80, 12)), male=0.2, min_age=50,
         risks={"smoking": 1.5, "copd": 1.3},
         review=((icd("M81.0"), 1),), review_prob=0.4,
         lines=(((atc("M05BA04"), 1),), ((atc("A11CC05"), 1),)), escalation_years=2.0,
     ),
     Condition(
         "hypothyroidism", "Hypothyroidism", icd("E03.9"),
-        rates=((10, 0.3), (30, 2), (50, 3.5), (70, 5)), female=1.6, male=0.3,
+        rates=((10, 0.3), (30, 2), (50, 3), (70, 3)), female=1.6, male=0.3,
         review=((icd("E03.9"), 1),), review_prob=0.4, lines=(((atc("H03AA01"), 1),),),
         labs=((loinc("3016-3"), 0.6), (loinc("3024-7"), 0.2)),
     ),
@@ -368,7 +385,7 @@ CONDITIONS: tuple[Condition, ...] = (
     # --- falls: the second task's event -------------------------------------------------------------
     Condition(
         "fall", "Fall with injury", icd("W19.XXXA"),
-        rates=((40, 8), (60, 20), (70, 38), (80, 75), (90, 130)), female=1.3, min_age=40,
+        rates=((40, 4), (60, 10), (70, 20), (80, 40), (90, 70)), female=1.3, min_age=40,
         risks={"fall": 2.0, "dementia": 2.2, "parkinsons": 2.5, "stroke": 1.8, "osteoporosis": 1.3,
                "depression": 1.5, "osteoarthritis": 1.4, "t2d": 1.2, "af": 1.2, "hf": 1.3},
         acute=True, recurrent=True, chronic=False,
@@ -393,9 +410,9 @@ FALL_INJURIES = (
 class TaskSpec:
     """A binary task: does ``event`` happen within 365 days after the index visit?
 
-    The index visit is the first visit on or after a date drawn uniformly over the follow-up that
-    leaves 365 days of follow-up, at which the patient is eligible: ``min_age`` reached, ``event``
-    not recorded yet (when ``exclude_recorded``), and at least one of ``any_of`` recorded (if set).
+    The index visit is the first visit on or after a date drawn uniformly over the last
+    ``INDEX_SPAN_YEARS`` of the follow-up that leaves 365 days, at which the patient is eligible: ``min_age`` reached, ``event``
+    not recorded yet (when ``exclude_recorded``), and at least ``min_any_of`` of ``any_of`` recorded.
     """
 
     name: str
@@ -403,16 +420,20 @@ class TaskSpec:
     description: str
     min_age: float
     any_of: tuple = ()
+    min_any_of: int = 1
     exclude_recorded: bool = True
 
 
+INDEX_SPAN_YEARS = 3.0  # index dates are drawn over the last 3 years of usable follow-up
 TASK_SPECS = (
     TaskSpec(
         "heart_failure_1y", "hf",
-        "First heart-failure diagnosis within 365 days after the index visit; adults 50+ with at least "
-        "one of hypertension, type 2 diabetes, coronary disease, atrial fibrillation or CKD and no "
-        "heart failure at the index visit.",
-        min_age=50.0, any_of=("hypertension", "t2d", "cad", "af", "ckd"),
+        "First heart-failure diagnosis within 365 days after the index visit; adults 60+ at risk "
+        "(ACC/AHA stage A/B: at least two of hypertension, type 2 diabetes, coronary disease, previous "
+        "MI, atrial fibrillation, CKD, cardiomegaly / LV hypertrophy, aortic stenosis) and no heart "
+        "failure at the index visit.",
+        min_age=60.0, min_any_of=2,
+        any_of=("hypertension", "t2d", "cad", "mi", "af", "ckd", "cardiomegaly", "aortic_stenosis"),
     ),
     TaskSpec(
         "fall_1y", "fall",
@@ -426,11 +447,26 @@ TASKS = tuple(t.name for t in TASK_SPECS)
 # --- demographics and visits ---------------------------------------------------------------------------
 P_FEMALE = 0.51
 # entry (registration) age: (probability, low, high) in years; "born into the practice" first
-ENTRY_AGE_MIXTURE = ((0.08, 0.0, 0.0), (0.20, 0.1, 18.0), (0.30, 18.0, 50.0), (0.42, 50.0, 92.0))
+ENTRY_AGE_MIXTURE = ((0.07, 0.0, 0.0), (0.16, 0.1, 18.0), (0.27, 18.0, 50.0), (0.50, 50.0, 92.0))
 ENTRY_YEARS = (2005.0, 2021.0)  # calendar range of registration dates
 STUDY_END = 2025.0  # follow-up never runs past 31 Dec 2024
 FOLLOW_UP_YEARS = (1.0, 16.0)  # uniform length of follow-up (before the study end / age cap)
+FOLLOW_UP_SCALE_65PLUS = 0.5  # older registrants are followed for shorter (deaths, moves)
 MAX_FOLLOW_UP_AGE = 100.0
+
+# Survivor selection at registration: a patient registering at age A must have survived to A, so
+# a simulated pre-registration history is kept with probability
+#   exp(-integral_0^A mu(a) * (HR_death(conditions present at a) - 1) da)
+# (its survival relative to a disease-free person; a rejection sampler of P(history | alive at A)).
+# mu is a Gompertz all-cause mortality, exp(MORTALITY_LOG_RATE + MORTALITY_SLOPE * age), close to
+# the US life table (~0.4%/year at 50, ~6% at 80, ~15% at 90; Arias & Xu, NVSR 2022).
+MORTALITY_LOG_RATE, MORTALITY_SLOPE = -10.0, 0.09
+MORTALITY_HR = {
+    "hf": 3.0, "aortic_stenosis": 1.5, "cardiomegaly": 1.3, "ckd": 1.8, "ckd4": 1.6, "ckd5": 2.5, "copd": 1.6, "dementia": 2.0, "stroke": 2.0,
+    "mi": 1.8, "t2d": 1.6, "af": 1.5, "cad": 1.5, "smoking": 1.4, "obesity": 1.2, "parkinsons": 2.0,
+    "prostate_cancer": 1.5, "breast_cancer": 1.8,
+}
+MAX_SURVIVAL_DRAWS = 100
 
 # Routine visits: a renewal process with Gamma(2) gaps; rate (visits/year) by age, times
 # (1 + BURDEN_EFFECT * chronic conditions recorded).

@@ -78,7 +78,7 @@ class _Model:
             if not c.hazard:
                 self.hazard.append(None)
                 continue
-            base = interpolate_rates(c.rates, c.min_age, c.max_age)
+            base = [r * c.enrichment for r in interpolate_rates(c.rates, c.min_age, c.max_age)]
             self.hazard.append(AgeHazard([r * c.female for r in base], [r * c.male for r in base]))
         self.risks = [tuple((self.idx[k], v) for k, v in c.risks.items()) for c in conds]
         self.requires = [tuple(self.idx[k] for k in c.requires) for c in conds]
@@ -104,6 +104,7 @@ class _Model:
         self.visit_rate_ages, self.visit_rates = ages, rates
         self.fall_injuries = (_cum([(c, w) for c, w, _ in P.FALL_INJURIES]),
                               _cum([(c, w) for c, _, w in P.FALL_INJURIES]))
+        self.death_hr = [P.MORTALITY_HR.get(c.name, 1.0) for c in conds]
         self.bmi = _cum([(c, 1.0 / (k + 1)) for k, c in enumerate(BMI_CODES)])
         self._pools = {}
 
@@ -219,9 +220,13 @@ class _Patient:
     def _update_hazard(self, i: int, t: float) -> None:
         """Covariates of ``i`` may have changed at ``t``: bank the hazard so far, re-aim the onset."""
         H = self.M.hazard[i]
-        if H is None or self.T[i] <= t or (self.recorded[i] and not self.M.conds[i].recurrent):
+        if H is None:
             return
         new = self._compute_hr(i)
+        if i in self.hazard_log and self.in_follow_up:  # the would-be hazard, also after the event
+            self.hazard_log[i].append((t, new))
+        if self.T[i] <= t or (self.recorded[i] and not self.M.conds[i].recurrent):
+            return
         old = self.hr[i]
         if new == old:
             return
@@ -234,8 +239,6 @@ class _Patient:
             self.T[i] = t
         else:
             self.T[i] = H.invert(self.s, c + self.remaining[i] / new)
-        if i in self.hazard_log and self.in_follow_up:
-            self.hazard_log[i].append((t, new))
 
     def _make_effective(self, j: int, t: float) -> None:
         if self.eff[j]:
@@ -283,7 +286,7 @@ class _Patient:
                 break
             u -= p
         entry_year = r.uniform(*P.ENTRY_YEARS)
-        follow_up = r.uniform(*P.FOLLOW_UP_YEARS)
+        follow_up = r.uniform(*P.FOLLOW_UP_YEARS) * (P.FOLLOW_UP_SCALE_65PLUS if entry_age >= 65 else 1.0)
         entry_day = math.floor((entry_year - _EPOCH_YEAR) * 365.25)
         newborn = entry_age == 0.0
         entry_age_days = 3 + int(r.u() * 4) if newborn else math.floor(entry_age * 365.25)
@@ -295,22 +298,11 @@ class _Patient:
         end_t = min(entry_t + follow_up, P.STUDY_END - self.birth_year, P.MAX_FOLLOW_UP_AGE)
         end_m = max(int(end_t * _MIN), entry_m)
 
-        # before registration: onsets with the patient's own onsets as covariates
-        for i in M.onset_driven:
-            self._start_hazard(i, 0.0)
-        pending = set(M.onset_driven)
-        while pending:
-            i = min(pending, key=self.T.__getitem__)
-            t = self.T[i]
-            if t >= entry_t:
+        # before registration: onsets with the patient's own onsets as covariates, kept with the
+        # probability that such a history survives to registration (see params.MORTALITY_HR)
+        for _ in range(P.MAX_SURVIVAL_DRAWS):
+            if r.u() < self._pre_registration(entry_t):
                 break
-            for k in (i,) + M.implies[i]:
-                pending.discard(k)
-                self.T[k] = min(self.T[k], t)
-                self.eff[k] = True
-            for k in (i,) + M.implies[i]:
-                for d in M.dependents[k]:
-                    self._update_hazard(d, t)
         self.in_follow_up = True
         for i in M.task_events.values():
             self.hazard_log[i].append((entry_t, self.hr[i]))
@@ -318,11 +310,13 @@ class _Patient:
         if self.sex == "F":
             self._next_conception_from(entry_t)
 
-        # task index dates: uniform over the follow-up that leaves a full window
+        # task index dates: uniform over the last INDEX_SPAN_YEARS of the follow-up that leaves a
+        # full window; drawn now, independently of the disease process
         self.task_state = {}
         self._last_index_minute = last = end_m - WINDOW_MINUTES
+        first = max(entry_m, last - int(P.INDEX_SPAN_YEARS * _MIN))
         for spec in P.TASK_SPECS:
-            tau = entry_m + int(r.u() * (last - entry_m + 1)) if last >= entry_m else None
+            tau = first + int(r.u() * (last - first + 1)) if last >= first else None
             self.task_state[spec.name] = [tau, -1]
 
         # well-child schedule
@@ -369,6 +363,39 @@ class _Patient:
         tasks = self._finish_tasks()
         log = {name: self.hazard_log[i] for name, i in M.task_events.items()}
         return PatientRecord(self.index, self.sex, self.birth, self.minutes, self.codes, tasks, log)
+
+    def _pre_registration(self, entry_t: float) -> float:
+        """Simulate onsets from birth to registration; return the history's relative survival."""
+        M = self.M
+        self.T = [INF] * M.n
+        self.eff = [False] * M.n
+        for i in M.onset_driven:
+            self._start_hazard(i, 0.0)
+        pending = set(M.onset_driven)
+        onsets = []
+        while pending:
+            i = min(pending, key=self.T.__getitem__)
+            t = self.T[i]
+            if t >= entry_t:
+                break
+            for k in (i,) + M.implies[i]:
+                pending.discard(k)
+                self.T[k] = min(self.T[k], t)
+                self.eff[k] = True
+                onsets.append((self.T[k], k))
+            for k in (i,) + M.implies[i]:
+                for d in M.dependents[k]:
+                    self._update_hazard(d, t)
+        # excess mortality: integral of mu(a) (HR(a) - 1) over the pieces between onsets
+        a_, b_ = P.MORTALITY_LOG_RATE, P.MORTALITY_SLOPE
+        excess, hr = 0.0, 1.0
+        onsets.sort()
+        edges = [t for t, _ in onsets] + [entry_t]
+        for (t, k), nxt in zip(onsets, edges[1:]):
+            hr *= M.death_hr[k]
+            if hr > 1.0 and nxt > t:
+                excess += (hr - 1.0) * (math.exp(a_ + b_ * nxt) - math.exp(a_ + b_ * t)) / b_
+        return math.exp(-excess)
 
     # --- pregnancy -----------------------------------------------------------------------------------
 
@@ -651,7 +678,7 @@ class _Patient:
             e = M.idx[spec.event]
             if t < spec.min_age or (spec.exclude_recorded and self.recorded[e]):
                 continue
-            if spec.any_of and not any(self.recorded[M.idx[k]] for k in spec.any_of):
+            if spec.any_of and sum(self.recorded[M.idx[k]] for k in spec.any_of) < spec.min_any_of:
                 continue
             state[1] = visit
 
