@@ -124,6 +124,7 @@ class _Model:
                     if code in _COVID_ERA_CODES and not covid:
                         weight = 0
                     if weight > 0 and allowed(code, sex, bucket) and allowed(code, sex, hi):
+                        extras = tuple((x, p) for x, p in extras if allowed(x, sex, bucket) and allowed(x, sex, hi))
                         items.append(((code, extras), weight))
                 weights.append(w if items else 0.0)
                 tables.append(_cum(items) if items else None)
