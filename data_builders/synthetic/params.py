@@ -183,7 +183,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "cad", "Coronary artery disease", icd("I25.10"),
-        rates=((35, 0.3), (50, 1.2), (65, 2.5), (80, 6), (95, 6)), female=0.6, male=1.5, min_age=30,
+        rates=((35, 0.3), (50, 1.2), (65, 2.5), (80, 6), (95, 6)), female=0.75, male=1.3, min_age=30,
         risks={"smoking": 2.0, "hypertension": 1.8, "t2d": 2.0, "hyperlipidaemia": 1.8, "ckd": 1.4,
                "obesity": 1.3},
         review=((icd("I25.10"), 1),), review_prob=0.5,
@@ -193,7 +193,7 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "mi", "Myocardial infarction", icd("I21.9"),
-        rates=((35, 0.1), (50, 0.4), (65, 0.9), (80, 1.5), (95, 2)), female=0.6, male=1.5, min_age=30,
+        rates=((35, 0.1), (50, 0.4), (65, 0.9), (80, 1.5), (95, 2)), female=0.75, male=1.3, min_age=30,
         risks={"cad": 3.0, "smoking": 2.0, "t2d": 1.8, "hypertension": 1.5, "hyperlipidaemia": 1.5},
         acute=True, implies=("cad",), history=icd("I25.2"), chronic=False,
         review=((icd("I25.2"), 1),), review_prob=0.3,

@@ -20,6 +20,7 @@ in the 365 days after any visit is a closed form of the visible history (see `or
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -175,6 +176,8 @@ class _Patient:
         self.hr = [0.0] * n
         self.eff = [False] * n  # counts as a hazard covariate
         self.recorded = [False] * n
+        self.recorded_list: list[int] = []  # recorded conditions, in index order
+        self.burden = 0  # recorded chronic conditions
         self.rec_time = [INF] * n
         self.superseded = [False] * n
         self.med_lines = [None] * n  # [(start time, drug), ...] per recorded condition
@@ -267,8 +270,7 @@ class _Patient:
         rate = M.visit_rates[k]
         if self.sex == "F" and 18 <= t < 65:
             rate *= P.VISIT_RATE_FEMALE
-        burden = sum(1 for i in range(M.n) if self.recorded[i] and M.chronic[i])
-        rate *= 1.0 + P.BURDEN_EFFECT * min(burden, P.MAX_BURDEN)
+        rate *= 1.0 + P.BURDEN_EFFECT * min(self.burden, P.MAX_BURDEN)
         gap = (self.r.exp() + self.r.exp()) / (2.0 * rate)
         return max(self._clinic_minute(t + gap), m + 1440)
 
@@ -467,14 +469,20 @@ class _Patient:
     def _record(self, i: int, t: float, m: int) -> None:
         """Condition ``i`` is written at the visit at minute ``m``: it counts 365 days later."""
         M = self.M
-        self.recorded[i] = True
-        self.rec_time[i] = t
+        self._mark_recorded(i, t)
         if self.T[i] > t:
             self.T[i] = t
         heapq.heappush(self.breakpoints, ((m + WINDOW_MINUTES) / _MIN, i))
         if M.supersedes[i] >= 0:
             self.superseded[M.supersedes[i]] = True
         self._start_treatment(i, t)
+
+    def _mark_recorded(self, i: int, t: float) -> None:
+        if not self.recorded[i]:
+            self.recorded[i] = True
+            self.rec_time[i] = t
+            bisect.insort(self.recorded_list, i)
+            self.burden += self.M.chronic[i]
 
     def _start_treatment(self, i: int, since: float) -> None:
         lines = self.M.lines[i]
@@ -498,8 +506,7 @@ class _Patient:
         if kind == "registration":
             for i in M.onset_driven:
                 if self.T[i] <= t:
-                    self.recorded[i] = True
-                    self.rec_time[i] = t
+                    self._mark_recorded(i, t)
                     new.append(i)
             for i in new:
                 if M.supersedes[i] >= 0:
@@ -572,7 +579,7 @@ class _Patient:
             codes.append(P.CHILD_EXAM[1] if self.r.chance(0.1) else P.CHILD_EXAM[0])
             self._maybe(codes, P.CHILD_CHECKUP)
         else:
-            chronic = any(self.recorded[i] and self.M.chronic[i] for i in range(self.M.n))
+            chronic = self.burden > 0
             codes.append(P.ADULT_EXAM[1] if chronic else P.ADULT_EXAM[0])
             self._maybe(codes, P.ADULT_CHECKUP)
             for code, sex, lo, hi, p, extras in P.SCREENING:
@@ -583,8 +590,8 @@ class _Patient:
 
     def _registration_codes(self, t: float, codes: list) -> None:
         self._exam(t, codes)
-        for i in range(self.M.n):
-            if self.recorded[i] and not self.superseded[i] and self.med_lines[i]:
+        for i in self.recorded_list:
+            if not self.superseded[i] and self.med_lines[i]:
                 for start, drug in self.med_lines[i]:
                     if start < t:
                         codes.append(drug)
@@ -595,8 +602,8 @@ class _Patient:
         M, r = self.M, self.r
         chronic = False
         candidates, weights = [], []
-        for i in range(M.n):
-            if not self.recorded[i] or self.superseded[i] or i in new:
+        for i in self.recorded_list:
+            if self.superseded[i] or i in new:
                 continue
             c = M.conds[i]
             chronic = chronic or c.chronic
