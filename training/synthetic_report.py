@@ -198,7 +198,11 @@ def print_report(splits: dict, out=print) -> dict:
         f_rate = prev[name]["F"][0][1:].mean()
         m_rate = prev[name]["M"][0][1:].mean()
         ratio = f_rate / m_rate if m_rate > 0 else float("inf")
-        out(f"{name:<16}" + "".join(f"{g:>7.1%}/{t:<6.1%}" for g, t in zip(got, target)) + f"{ratio:>14.2f}")
+        label = name + ("*" if P.CONDITION_BY_NAME[name].enrichment != 1.0 else "")
+        out(f"{label:<16}" + "".join(f"{g:>7.1%}/{t:<6.1%}" for g, t in zip(got, target)) + f"{ratio:>14.2f}")
+    for c in P.CONDITIONS:
+        if c.enrichment != 1.0:
+            out(f"* {c.name}: incidence x{c.enrichment:g} the published rates by design (task evaluability)")
     out("sources:")
     for name, src in P.TARGET_SOURCES.items():
         out(f"  {name}: {src}")
@@ -239,7 +243,9 @@ def save_figures(splits: dict, result: dict, output_dir: str) -> list:
         ax.bar(x - 0.2, prev["F"][0], 0.4, label="F", color="tab:red", alpha=0.7)
         ax.bar(x + 0.2, prev["M"][0], 0.4, label="M", color="tab:blue", alpha=0.7)
         ax.plot(x, P.TARGET_PREVALENCE[name], "k_", markersize=18, mew=2, label="target (both)")
-        ax.set_title(P.CONDITION_BY_NAME[name].title, fontsize=10)
+        enriched = P.CONDITION_BY_NAME[name].enrichment
+        ax.set_title(P.CONDITION_BY_NAME[name].title + (f" (x{enriched:g} by design)" if enriched != 1 else ""),
+                     fontsize=10)
         ax.set_xticks(x, labels, fontsize=7)
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     for ax in list(axes.flat)[len(names):]:
@@ -296,13 +302,19 @@ def main(argv=None) -> int:
     parser.add_argument("--num-patients", type=int, default=None)
     parser.add_argument("--cache-dir", default=None, help="datasets cache (default: HF_DATASETS_CACHE)")
     parser.add_argument("--output-dir", default="synthetic_report", help="where the PNG figures go")
+    parser.add_argument("--max-patients", type=int, default=50000,
+                        help="report on at most this many patients (the first ones of each split)")
     parser.add_argument("--no-figures", action="store_true")
     args = parser.parse_args(argv)
 
     from behrt_hf.data_builders.synthetic_ehr import load_synthetic
 
     ds = load_synthetic(args.config, seed=args.seed, num_patients=args.num_patients, cache_dir=args.cache_dir)
-    splits = {name: ds[name].to_list() for name in ds}
+    total = sum(len(split) for split in ds.values())
+    keep = min(1.0, args.max_patients / total)
+    splits = {name: split.select(range(int(round(len(split) * keep)))).to_list() for name, split in ds.items()}
+    if keep < 1.0:
+        print(f"reporting on {sum(len(v) for v in splits.values())} of {total} patients (--max-patients)")
     result = print_report(splits)
     if not args.no_figures:
         for path in save_figures(splits, result, args.output_dir):

@@ -317,6 +317,9 @@ def write_table(path: str = RESOURCE_PATH) -> None:
         writer.writerows(build_table())
 
 
+__all__ = ["allowed", "build_table", "code_table", "describe", "restrictions", "write_table"]
+
+
 if __name__ == "__main__":  # pragma: no cover - maintenance entry point
     if "--write" in sys.argv[1:]:
         write_table()

@@ -97,3 +97,6 @@ class RandomStream:
     def pick(self, items, cum_weights):
         """One of ``items`` with the given cumulative weights (last = total)."""
         return items[bisect_left(cum_weights, self.u() * cum_weights[-1])]
+
+
+__all__ = ["AgeHazard", "MINUTES_PER_YEAR", "RandomStream", "WINDOW_MINUTES", "WINDOW_YEARS", "interpolate_rates"]

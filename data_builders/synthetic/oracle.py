@@ -83,3 +83,6 @@ def task_oracle(task: str, sex: str, ages, codes_by_visit, index: int) -> float:
     """P(label = 1 | history up to and including visit ``index``) for ``task``."""
     spec = next(t for t in P.TASK_SPECS if t.name == task)
     return 1.0 - math.exp(-cumulative_hazard(spec.event, sex, ages, codes_by_visit, index))
+
+
+__all__ = ["cumulative_hazard", "first_recorded", "markers", "task_oracle"]

@@ -178,7 +178,6 @@ class _Patient:
         self.recorded = [False] * n
         self.recorded_list: list[int] = []  # recorded conditions, in index order
         self.burden = 0  # recorded chronic conditions
-        self.rec_time = [INF] * n
         self.superseded = [False] * n
         self.med_lines = [None] * n  # [(start time, drug), ...] per recorded condition
         self.minutes: list[int] = []
@@ -193,7 +192,6 @@ class _Patient:
         self.flu_season = -1
         self.vaccine_doses = {}
         self.deliveries = 0
-        self.pregnant_until = -INF
         self.next_conception = INF
         self.bmi_code = None
         self.in_follow_up = False
@@ -480,7 +478,6 @@ class _Patient:
     def _mark_recorded(self, i: int, t: float) -> None:
         if not self.recorded[i]:
             self.recorded[i] = True
-            self.rec_time[i] = t
             bisect.insort(self.recorded_list, i)
             self.burden += self.M.chronic[i]
 
@@ -498,6 +495,7 @@ class _Patient:
     def _visit(self, m: int, kind: str, payload) -> None:
         M, r = self.M, self.r
         t = m / _MIN
+        due = (m + 1e-6) / _MIN  # onsets up to this visit's minute (acute visits: ceil(onset) = m)
         self.minutes_now = m
         codes: list[str] = []
         conds = M.conds
@@ -520,7 +518,7 @@ class _Patient:
                 self._start_treatment(i, self.T[i])
         else:
             for i in M.onset_driven:
-                if not self.recorded[i] and self.T[i] <= t:
+                if not self.recorded[i] and self.T[i] <= due:
                     new.append(i)
             for i in list(new):
                 for k in M.implies[i]:
@@ -539,7 +537,7 @@ class _Patient:
                     self.event_minutes.setdefault(i, m)
         # a fall brings the patient in
         f = M.fall
-        if self.T[f] <= t:
+        if self.T[f] <= due:
             if not self.recorded[f]:
                 self._record(f, t, m)
             codes.append(conds[f].dx)
@@ -551,6 +549,8 @@ class _Patient:
             self._start_hazard(f, self.T[f])
             kind = "acute"
 
+        if kind == "acute" and not codes:  # pragma: no cover - an acute visit always has its event
+            kind = "routine"
         if kind == "registration":
             self._registration_codes(t, codes)
         elif kind == "well_child":
@@ -714,3 +714,6 @@ def simulate_patient(seed: int, index: int) -> PatientRecord:
     """The record of patient ``index`` of the cohort with ``seed``; depends on nothing else."""
     p = _Patient(seed, index)
     return p.run()
+
+
+__all__ = ["PatientRecord", "model", "simulate_patient"]
