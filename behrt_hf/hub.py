@@ -50,6 +50,7 @@ _PEFT_AUTO = {"SEQ_CLS": "AutoPeftModelForSequenceClassification", "TOKEN_CLS": 
               "FEATURE_EXTRACTION": "AutoPeftModelForFeatureExtraction"}
 _AUTO_FOR_CLASS = {path.split(".")[-1]: auto for auto, path in AUTO_MAP.items() if auto != "AutoConfig"}
 SYNTHETIC_DATASET_TAGS = ["synthetic", *BASE_TAGS]
+OBJECTIVES = {"mlm": "masked-code modelling", "nvp": "next-visit prediction"}
 
 
 # ---- inspecting a folder ----------------------------------------------------------------------
@@ -112,7 +113,7 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] = ("", ""), nume
     """A Markdown table; `numeric` right-aligns every column but the first."""
     align = ["---", *(("---:" if numeric else "---") for _ in header[1:])]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(cell if isinstance(cell, str) else _fmt(cell) for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_fmt(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -176,12 +177,15 @@ def eval_results_of(summary: Mapping[str, Any], datasets: Sequence[str] | None =
     ]
 
 
+def _objectives(summary: Mapping[str, Any]) -> list[str]:
+    """The pretraining objectives named in the summary ("mlm+nvp" -> both), in words."""
+    return [OBJECTIVES[part] for part in str(summary.get("objective", "")).split("+") if part in OBJECTIVES]
+
+
 def _task_tags(summary: Mapping[str, Any], kind: str) -> list[str]:
     tags = []
     if "objective" in summary:
-        tags.append("pretraining")
-        tags += [{"mlm": "masked-code-modelling", "nvp": "next-visit-prediction"}[part]
-                 for part in str(summary["objective"]).split("+") if part in ("mlm", "nvp")]
+        tags += ["pretraining", *(name.replace(" ", "-") for name in _objectives(summary))]
     if summary.get("task"):
         tags += ["clinical-prediction", str(summary["task"]).replace("_", "-")]
     if str(summary.get("data", {}).get("source", "")).startswith("synthetic"):
@@ -221,7 +225,7 @@ def _details(summary: Mapping[str, Any], config: Mapping[str, Any], adapter: Map
                                         "intermediate_size": "intermediate size",
                                         "position_encoding": "positions", "pooling": "pooling"})
     config_rows += [(key.replace("_", " "), value) for key, value in training.items()
-                    if isinstance(value, (int, float, str)) and not key.endswith(("per_second", "padding_fraction"))]
+                    if isinstance(value, (int, float, str)) and not key.endswith(("per_second", "fraction", "flos"))]
     if config_rows:
         sections.append("## Training configuration\n\n" + _table(config_rows))
     metrics, notes = _metric_table(summary)
@@ -235,8 +239,8 @@ def _details(summary: Mapping[str, Any], config: Mapping[str, Any], adapter: Map
 def _description(summary: Mapping[str, Any], kind: str, model_class: str | None, base_model: str | None) -> str:
     data, model = summary.get("data", {}), summary.get("model", {})
     what = f"A BEHRT LoRA adapter for `{base_model}`" if kind == "adapter" else f"A BEHRT `{model_class or 'model'}`"
-    if summary.get("objective"):
-        what += f" pretrained with {summary['objective']} (masked-code modelling / next-visit prediction)"
+    if _objectives(summary):
+        what += f" pretrained with {' and '.join(_objectives(summary))}"
     if summary.get("task"):
         what += f" fine-tuned to predict `{summary['task']}`"
         if summary.get("mode"):
