@@ -124,8 +124,9 @@ except ImportError:
     pass
 from tests.fake_hub import guard_network
 guard_network()
+import pathlib
 import datasets, torch
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, snapshot_download
 from peft import AutoPeftModelForSequenceClassification, PeftModel
 from transformers import AutoModelForSequenceClassification
 
@@ -143,6 +144,7 @@ result = {
     "auto_peft": logits(AutoPeftModelForSequenceClassification.from_pretrained("%(ADAPTER)s", trust_remote_code=True)),
     "peft": logits(PeftModel.from_pretrained(load_base(), "%(ADAPTER)s")),
     "cards": {repo: ModelCard.load(repo).data.to_dict() for repo in ("%(MODEL)s", "%(ADAPTER)s")},
+    "snapshot": sorted(p.name for p in pathlib.Path(snapshot_download("%(MODEL)s")).iterdir()),
 }
 datasets.load_dataset("%(COHORT)s").save_to_disk(args["cohort_out"])
 print(json.dumps(result))
@@ -260,6 +262,10 @@ def test_push_uploads_weights_as_lfs_and_leaves_checkpoints_out(fake_hub, publis
     assert not any(path.startswith("checkpoint-") for path in files)
     card = fake_hub.read("model", MODEL, "README.md").decode()
     assert card.startswith("---\n") and "Not for clinical use" in card
+
+
+def test_snapshot_download_gets_the_published_files(fake_hub, reloaded):
+    assert reloaded["snapshot"] == sorted(fake_hub.repo("model", MODEL).head.files)
 
 
 def test_dataset_round_trip(fake_hub, published, reloaded):
