@@ -22,6 +22,9 @@ Upload is only ever offered the LFS "basic" transfer: the server never advertise
 `X-Xet-*` headers). huggingface_hub 2.x decides to use Xet on the client side whenever `hf_xet`
 is installed, so clients must also set `HF_HUB_DISABLE_XET=1` (see `client_env`).
 
+Files are served straight from /resolve (no CDN redirect). Revisions are "main" or a commit
+oid: no other branches, tags or pull requests. Handlers run one at a time under `FakeHub.lock`.
+
 Like the real Hub, writes need the token (`Authorization: Bearer <token>`), and a private repo
 is invisible (404 RepoNotFound) without it. Requests the fake does not implement get a 501 and
 are listed in `FakeHub.unhandled`, so a test can assert that nothing was missed.

@@ -338,6 +338,21 @@ def test_adapter_on_a_local_base_needs_a_hub_base_model(tmp_path):
         push_folder_to_hub(tmp_path, "me/x", token="unused")  # fails before any request
 
 
+def test_network_guard_refuses_anything_but_loopback(fake_hub):
+    script = (
+        "import socket\n"
+        "from tests.fake_hub import guard_network\n"
+        "guard_network()\n"
+        "try:\n"
+        "    socket.create_connection(('huggingface.co', 443), timeout=1)\n"
+        "except ConnectionRefusedError as e:\n"
+        "    print('refused', e)\n"
+    )
+    env = dict(fake_hub.client_env(), PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("refused network guard"), proc.stdout + proc.stderr
+
+
 def test_cli_is_private_by_default():
     assert parse_args(["out", "--repo_id", "me/x"]).private is True
     assert parse_args(["out", "--repo_id", "me/x", "--public"]).private is False
