@@ -58,7 +58,6 @@ def test_encode_patients_matches_the_reference(age_unit, max_age, max_length):
             old, p, max_length, p["index_visit_t"], True)
 
 
-@pytest.mark.xfail(strict=True, reason="arrow-formatted batches come with the vectorised encoder")
 def test_dataset_map_python_and_arrow_formats_match_the_reference():
     new, old = tokenizer_pair()
     patients = random_cohort(50, seed=3)
