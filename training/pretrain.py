@@ -12,19 +12,13 @@ save metrics, model card. Rerunning the same command resumes from the last check
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import transformers
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainingArguments, set_seed
 
 from behrt_hf import (
     BehrtConfig,
@@ -42,6 +36,7 @@ from behrt_hf.data_collator import (
 )
 from behrt_hf.metrics.pretraining import PretrainingEvaluator, frequency_baseline
 from behrt_hf.tracking import RunTrackerCallback, write_summary
+from behrt_hf.training.common import BehrtTrainer, last_checkpoint, load_cohort, parse_args, parse_config_overrides, setup_logging
 
 logger = logging.getLogger("behrt_hf.pretrain")
 
@@ -59,20 +54,6 @@ class ModelArguments:
         default=None, metadata={"help": "Start from these weights (a folder or Hub id) instead of a fresh model."}
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' (default) or 'eager'."})
-
-    def config_kwargs(self) -> dict:
-        """Parse `config_overrides` into typed keyword arguments of BehrtConfig."""
-        if not self.config_overrides:
-            return {}
-        types = {f.name: f.type for f in dataclasses.fields(BehrtConfig)}
-        kwargs = {}
-        for item in self.config_overrides.split(","):
-            key, sep, value = item.partition("=")
-            key = key.strip()
-            if not sep or key not in types:
-                raise ValueError(f"config_overrides: {item!r} is not 'field=value' with a BehrtConfig field.")
-            kwargs[key] = json.loads(value) if value.strip()[:1] in "-0123456789[{tfn" else value.strip()
-        return kwargs
 
 
 @dataclass
@@ -106,24 +87,6 @@ class DataArguments:
             raise ValueError("Give --synthetic NAME or --dataset_path PATH.")
         if self.max_length < 8:
             raise ValueError(f"--max_length must be at least 8, got {self.max_length}.")
-
-
-def parse_args(argv: list[str] | None = None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
-def load_cohort(data_args: DataArguments) -> datasets.DatasetDict:
-    if data_args.dataset_path:
-        return datasets.load_from_disk(data_args.dataset_path)
-    from behrt_hf import load_synthetic
-
-    return load_synthetic(data_args.synthetic, seed=data_args.data_seed_cohort, num_patients=data_args.num_patients)
 
 
 def encode_split(split: datasets.Dataset, tokenizer: BehrtTokenizerFast, data_args: DataArguments, desc: str):
@@ -169,7 +132,7 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer:
     if model_args.model_name_or_path:
         model = cls.from_pretrained(model_args.model_name_or_path, attn_implementation=model_args.attn_implementation)
     else:
-        overrides = {"max_position_embeddings": data_args.max_length, **model_args.config_kwargs()}
+        overrides = {"max_position_embeddings": data_args.max_length, **parse_config_overrides(model_args.config_overrides)}
         config = BehrtConfig.from_preset(
             model_args.preset, vocab_size=len(tokenizer), age_unit=tokenizer.age_unit, max_age=tokenizer.max_age,
             pad_token_id=tokenizer.pad_token_id, **overrides,
@@ -197,33 +160,17 @@ def prepare_tokenizer(cohort, data_args, output_dir: Path, resuming: bool) -> Be
 
 
 def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
-    model_args, data_args, training_args = parse_args(argv)
+    model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
     training_args.remove_unused_columns = False  # the collator needs next_visit_codes etc.
     if data_args.group_by_length and training_args.train_sampling_strategy == "random":
         training_args.train_sampling_strategy = "group_by_length"
     if training_args.include_num_input_tokens_seen in (None, "no", False):
         training_args.include_num_input_tokens_seen = "non_padding"
 
-    # 1. logging
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", handlers=[logging.StreamHandler()]
-    )
-    log_level = training_args.get_process_log_level()
-    for lib_logger in (logger, datasets.utils.logging, transformers.utils.logging):
-        lib_logger.setLevel(log_level) if lib_logger is logger else lib_logger.set_verbosity(log_level)
-    logger.warning(
-        "process %d, device %s, n_gpu %d, distributed %s, bf16 %s",
-        training_args.process_index, training_args.device, training_args.n_gpu,
-        training_args.parallel_mode.value, training_args.bf16,
-    )
-
-    # 2. last checkpoint
+    # 1. logging, 2. last checkpoint
+    setup_logging(training_args, logger)
+    checkpoint = last_checkpoint(training_args, logger)
     output_dir = Path(training_args.output_dir)
-    last_checkpoint = None
-    if output_dir.is_dir() and training_args.do_train and not getattr(training_args, "overwrite_output_dir", False):
-        last_checkpoint = get_last_checkpoint(str(output_dir))
-        if last_checkpoint is not None:
-            logger.warning("Resuming from %s (use --overwrite_output_dir to start over).", last_checkpoint)
 
     # 3. seed
     set_seed(training_args.seed)
@@ -232,7 +179,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     # 4. data and vocabulary
     with training_args.main_process_first(desc="data"):
         cohort = load_cohort(data_args)
-        tokenizer = prepare_tokenizer(cohort, data_args, output_dir, resuming=last_checkpoint is not None)
+        tokenizer = prepare_tokenizer(cohort, data_args, output_dir, resuming=checkpoint is not None)
         train_dataset, eval_dataset = build_datasets(cohort, tokenizer, data_args, training_args)
     logger.info("vocabulary %d tokens; %d train / %d eval patients", len(tokenizer), len(train_dataset), len(eval_dataset))
 
@@ -243,7 +190,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     evaluator = PretrainingEvaluator(data_args.objective, collator.first_code_id)
 
     # 6. Trainer
-    trainer = Trainer(
+    trainer = BehrtTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -260,7 +207,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     # 7. train
     train_metrics = {}
     if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=last_checkpoint)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         train_metrics = dict(result.metrics)
         tokens = trainer.state.num_input_tokens_seen

@@ -1,0 +1,223 @@
+"""Fine-tuning: no leakage past the index visit, every mode, class imbalance, LoRA save/reload/merge."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from peft import AutoPeftModelForSequenceClassification, PeftModel
+
+from behrt_hf import BehrtConfig, BehrtForPreTraining, BehrtForSequenceClassification, BehrtTokenizerFast, patient_features
+from behrt_hf.data_collator import DataCollatorForBehrt
+from behrt_hf.training import finetune
+from tests.helpers import CODES, add_toy_task, make_patients
+
+TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=37"
+COMMON = ["--task", "demo", "--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--max_length", "64",
+          "--per_device_train_batch_size", "16", "--seed", "3", "--save_strategy", "no"]
+
+
+@pytest.fixture(scope="module")
+def task_cohort(tmp_path_factory):
+    features = patient_features(tasks=["demo"], with_oracle=True)
+    splits = {name: add_toy_task(make_patients(n, seed=seed, max_visits=6), seed=seed)
+              for name, n, seed in [("train", 160, 1), ("validation", 60, 2), ("test", 60, 3)]}
+    path = tmp_path_factory.mktemp("task") / "data"
+    datasets.DatasetDict({k: datasets.Dataset.from_list(v, features=features) for k, v in splits.items()}).save_to_disk(str(path))
+    return str(path), splits
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, task_cohort):
+    """A tiny 'pretrained' BEHRT (random weights) with its tokenizer, saved like behrt-pretrain saves it."""
+    _, splits = task_cohort
+    path = tmp_path_factory.mktemp("pretrained")
+    tokenizer = BehrtTokenizerFast.build_vocab(splits["train"], model_max_length=64)
+    config = BehrtConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=37, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BehrtForPreTraining(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_input_is_cut_at_the_index_visit(task_cohort):
+    """No leakage: every encoded patient holds exactly the codes of visits 0..index, nothing later."""
+    path, splits = task_cohort
+    args = finetune.FinetuneDataArguments(dataset_path=path, task="demo", max_length=512)
+    tokenizer = BehrtTokenizerFast.build_vocab(splits["train"], model_max_length=512)
+    split = finetune.eligible(datasets.load_from_disk(path)["test"], args)
+    encoded = finetune.encode(split, tokenizer, args, "test")
+    echo = tokenizer.convert_tokens_to_ids(CODES[2])  # recorded after the index visit of positives only
+    by_id = {p["patient_id"]: p for p in splits["test"]}
+    assert len(encoded) == sum(p["label_demo"] >= 0 for p in splits["test"])
+    for row in encoded:
+        patient = by_id[row["patient_id"]]
+        index = patient["index_visit_demo"]
+        assert max(row["visit_ids"]) == index + 1
+        tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
+        expected = [c for v in patient["visits"][: index + 1] for c in v["codes"]]
+        assert [t for t in tokens if t not in ("[CLS]", "[SEP]")] == [
+            c if c in tokenizer.get_vocab() else "[UNK]" for c in expected]
+        max_age = patient["visits"][index]["age"]
+        assert max(row["age_ids"]) == tokenizer.age_to_id(max_age)  # no later age either
+        if echo not in [tokenizer.convert_tokens_to_ids(c) for c in expected]:
+            assert echo not in row["input_ids"]
+
+
+def test_missing_task_columns_are_reported(task_cohort):
+    path, _ = task_cohort
+    args = finetune.FinetuneDataArguments(dataset_path=path, task="nope")
+    with pytest.raises(ValueError, match="'label_nope' is not in the data"):
+        finetune.eligible(datasets.load_from_disk(path)["train"], args)
+
+
+def run(path, out, *extra):
+    return finetune.main(["--dataset_path", path, "--output_dir", str(out), "--do_train", *COMMON, *extra])
+
+
+def test_full_finetuning_from_scratch_reports_against_the_oracle(task_cohort, tmp_path):
+    path, _ = task_cohort
+    result = run(path, tmp_path, "--mode", "full", "--config_overrides", TINY, "--max_steps", "4")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["mode"] == "full" and summary["model"]["trainable_percent"] == 100
+    for split in ("validation", "test"):
+        report = result["report"][split]
+        assert {"auroc", "auprc", "brier"} <= set(report["model"]) and "oracle" in report
+        assert report["gap_to_oracle_auroc"] == pytest.approx(report["oracle"]["auroc"] - report["model"]["auroc"])
+    train = [p for p in datasets.load_from_disk(path)["train"] if p["label_demo"] >= 0]
+    positives = sum(p["label_demo"] for p in train)
+    assert summary["data"]["pos_weight"] == pytest.approx((len(train) - positives) / positives)
+    for name in ("roc.png", "pr.png", "calibration.png", "predictions_test.json", "model.safetensors"):
+        assert (tmp_path / name).exists(), name
+    model = BehrtForSequenceClassification.from_pretrained(tmp_path)
+    assert model.config.pos_weight == [pytest.approx(summary["data"]["pos_weight"])]
+
+
+def test_sampler_replaces_pos_weight(task_cohort, tmp_path):
+    path, _ = task_cohort
+    run(path, tmp_path, "--mode", "full", "--config_overrides", TINY, "--max_steps", "2", "--class_imbalance", "sampler")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["data"]["pos_weight"] is None
+    assert BehrtForSequenceClassification.from_pretrained(tmp_path).config.pos_weight is None
+
+
+def test_probe_trains_only_the_head(task_cohort, pretrained, tmp_path):
+    path, _ = task_cohort
+    run(path, tmp_path, "--mode", "probe", "--model_name_or_path", pretrained, "--max_steps", "3",
+        "--learning_rate", "1e-2")
+    before = BehrtForPreTraining.from_pretrained(pretrained)
+    after = BehrtForSequenceClassification.from_pretrained(tmp_path)
+    torch.testing.assert_close(after.behrt.encoder.layer[0].attention.self.query.weight,
+                               before.behrt.encoder.layer[0].attention.self.query.weight, rtol=0, atol=0)
+    assert not torch.equal(after.behrt.pooler.dense.weight, before.behrt.pooler.dense.weight)
+
+
+def test_two_stage_unfreezes_the_encoder(task_cohort, pretrained, tmp_path):
+    path, _ = task_cohort
+    run(path, tmp_path, "--mode", "two_stage", "--model_name_or_path", pretrained, "--max_steps", "3",
+        "--head_epochs", "1", "--learning_rate", "1e-2")
+    assert (tmp_path / "stage1_head" / "done").exists()
+    before = BehrtForPreTraining.from_pretrained(pretrained)
+    after = BehrtForSequenceClassification.from_pretrained(tmp_path)
+    assert not torch.equal(after.behrt.encoder.layer[0].attention.self.query.weight,
+                           before.behrt.encoder.layer[0].attention.self.query.weight)
+    assert json.loads((tmp_path / "summary.json").read_text())["model"]["trainable_percent"] == 100
+
+
+def test_lora_adapter_is_small_and_reloads_identically(task_cohort, pretrained, tmp_path):
+    path, _ = task_cohort
+    result = run(path, tmp_path, "--mode", "lora", "--model_name_or_path", pretrained, "--max_steps", "4",
+                 "--learning_rate", "1e-2")
+    assert result["trainable_parameters"] < result["total_parameters"]
+    adapter_config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == pretrained
+    assert set(adapter_config["target_modules"]) == {"query", "key", "value", "dense"}
+    assert not (tmp_path / "model.safetensors").exists()
+    assert (tmp_path / "adapter_model.safetensors").stat().st_size < 2_000_000
+
+    tokenizer = BehrtTokenizerFast.from_pretrained(tmp_path)
+    test = finetune.encode(finetune.eligible(datasets.load_from_disk(path)["test"],
+                                             finetune.FinetuneDataArguments(dataset_path=path, task="demo")),
+                           tokenizer, finetune.FinetuneDataArguments(task="demo", max_length=64), "test")
+    batch = DataCollatorForBehrt(tokenizer.pad_token_id)([test[i] for i in range(8)])
+    batch.pop("labels")
+    saved = json.loads((tmp_path / "predictions_test.json").read_text())["probability"][:8]
+
+    def probabilities(model):
+        with torch.no_grad():
+            return torch.sigmoid(model.eval()(**batch).logits).reshape(-1)
+
+    base = BehrtForSequenceClassification.from_pretrained(pretrained, num_labels=1)
+    peft_model = PeftModel.from_pretrained(base, tmp_path)
+    reloaded = probabilities(peft_model)
+    torch.testing.assert_close(reloaded, torch.tensor(saved, dtype=reloaded.dtype), atol=1e-5, rtol=1e-5)
+    auto = AutoPeftModelForSequenceClassification.from_pretrained(tmp_path, num_labels=1)
+    torch.testing.assert_close(probabilities(auto), reloaded)
+    merged = peft_model.merge_and_unload()
+    assert type(merged) is BehrtForSequenceClassification
+    torch.testing.assert_close(probabilities(merged), reloaded, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["small", "medium"])
+def test_default_lora_trains_under_ten_percent_of_the_presets(preset, tmp_path):
+    """The issue's target, on the real preset sizes with a realistic vocabulary (~600 codes)."""
+    codes = [f"ICD10CM//C{i:03d}" for i in range(600)]
+    tokenizer = BehrtTokenizerFast.build_vocab([{"patient_id": "0", "visits": [{"age": 50.0, "codes": codes}]}])
+    BehrtForPreTraining(BehrtConfig.from_preset(preset, vocab_size=len(tokenizer))).save_pretrained(tmp_path)
+    model = finetune.build_model(finetune.FinetuneModelArguments(model_name_or_path=str(tmp_path), mode="lora"),
+                                 tokenizer, pos_weight=3.0)
+    trainable, total = finetune.count_parameters(model)
+    assert trainable / total < 0.10, (trainable, total)
+    model.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size < 2_000_000
+
+
+@pytest.mark.parametrize("bad,match", [(["--mode", "adapter"], "--mode must be one of"),
+                                       (["--label_fraction", "0"], "--label_fraction"),
+                                       (["--class_imbalance", "both"], "--class_imbalance")])
+def test_bad_arguments(task_cohort, tmp_path, bad, match):
+    path, _ = task_cohort
+    with pytest.raises(ValueError, match=match):
+        run(path, tmp_path, *bad)
+
+
+def test_label_fraction_keeps_a_seeded_subset_with_both_classes(task_cohort):
+    path, _ = task_cohort
+    train = finetune.eligible(datasets.load_from_disk(path)["train"],
+                              finetune.FinetuneDataArguments(dataset_path=path, task="demo"))
+    a = finetune.label_subset(train, 0.25, "label_demo", seed=1)
+    b = finetune.label_subset(train, 0.25, "label_demo", seed=1)
+    assert list(a["patient_id"]) == list(b["patient_id"])
+    labels = np.asarray(train["label_demo"])
+    assert sum(a["label_demo"]) == round(0.25 * labels.sum())  # stratified
+    assert len(a) - sum(a["label_demo"]) == round(0.25 * (labels == 0).sum())
+    tiny = finetune.label_subset(train, 0.001, "label_demo", seed=1)
+    assert set(tiny["label_demo"]) == {0, 1}  # at least one of each class
+    with pytest.raises(ValueError, match="no patient with label 1"):
+        finetune.label_subset(train.filter(lambda y: y == 0, input_columns="label_demo"), 0.1, "label_demo", seed=1)
+
+
+def test_prediction_keeps_dataset_order_under_length_grouping(task_cohort, tmp_path):
+    """transformers 5 length-groups evaluation too; BehrtTrainer must keep predict() in dataset order."""
+    from transformers import TrainingArguments
+
+    from behrt_hf.training.common import BehrtTrainer
+
+    path, splits = task_cohort
+    tokenizer = BehrtTokenizerFast.build_vocab(splits["train"], model_max_length=64)
+    args = finetune.FinetuneDataArguments(dataset_path=path, task="demo", max_length=64)
+    test = finetune.encode(finetune.eligible(datasets.load_from_disk(path)["test"], args), tokenizer, args, "test")
+    model = BehrtForSequenceClassification(BehrtConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                                       num_attention_heads=4, intermediate_size=37,
+                                                       max_position_embeddings=64, num_labels=1)).eval()
+    training_args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                      remove_unused_columns=False, train_sampling_strategy="group_by_length",
+                                      per_device_eval_batch_size=4)
+    collate = DataCollatorForBehrt(tokenizer.pad_token_id)
+    predicted = BehrtTrainer(model=model, args=training_args, data_collator=collate).predict(test).predictions
+    with torch.no_grad():
+        direct = torch.cat([model(**{k: v for k, v in collate([test[j] for j in range(i, min(i + 4, len(test)))]).items()
+                                     if k != "labels"}).logits for i in range(0, len(test), 4)])
+    np.testing.assert_allclose(predicted.reshape(-1), direct.reshape(-1).numpy(), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,238 @@
+"""Does pretraining pay off? Fine-tuning modes against training from scratch, at several label fractions.
+
+    behrt-benchmark --output_dir runs/benchmark --synthetic small --task heart_failure_1y
+
+On one generated cohort, with the same seeds: (a) from scratch, (b) pretrained + full fine-tuning,
+(c) pretrained + LoRA, (d) pretrained + probe, each at label fractions 1%, 10% and 100% of the
+training split. Every run gets the same number of optimizer steps and keeps its best checkpoint
+by validation AUROC; figures are on the test split, beside the oracle (the Bayes ceiling).
+
+Writes into `output_dir`: `SUMMARY.txt` (table, winner per fraction), `summary.json`, and
+charts: ROC and PR curves per fraction, AUROC bars, and validation-AUROC training curves, with the
+oracle on every chart. The pretrained model is made with `behrt-pretrain` unless
+`--pretrained_model` names one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from behrt_hf.plotting import plot_binary_predictions
+from behrt_hf.tracking import read_jsonl, write_summary
+from behrt_hf.training import finetune, pretrain
+from behrt_hf.training.common import parse_args
+
+logger = logging.getLogger("behrt_hf.benchmark")
+
+ARMS = {  # name -> (uses the pretrained model, fine-tuning mode)
+    "scratch": (False, "full"),
+    "full": (True, "full"),
+    "lora": (True, "lora"),
+    "probe": (True, "probe"),
+}
+
+
+@dataclass
+class BenchmarkArguments:
+    output_dir: str = field(default="runs/benchmark", metadata={"help": "Where runs, charts and summaries go."})
+    synthetic: str = field(default="small", metadata={"help": "Synthetic cohort: tiny, small, medium or large."})
+    dataset_path: str | None = field(default=None, metadata={"help": "A saved DatasetDict instead of --synthetic."})
+    num_patients: int | None = field(default=None, metadata={"help": "Override the cohort's size."})
+    task: str = field(default="heart_failure_1y", metadata={"help": "Task of the synthetic cohort."})
+    label_fractions: str = field(default="0.01,0.1,1.0", metadata={"help": "Comma-separated label fractions."})
+    arms: str = field(default="scratch,full,lora,probe", metadata={"help": f"Comma-separated, of {list(ARMS)}."})
+    preset: str = field(default="small", metadata={"help": "Model size."})
+    config_overrides: str | None = field(default=None, metadata={"help": "Config fields over the preset."})
+    max_length: int = field(default=256, metadata={"help": "Tokens per patient."})
+    seed: int = field(default=0, metadata={"help": "Seed of the cohort, the subsets and every run."})
+    pretrained_model: str | None = field(default=None, metadata={"help": "Use this pretrained model (skip pretraining)."})
+    pretrain_steps: int = field(default=600, metadata={"help": "Optimizer steps of pretraining (mlm+nvp)."})
+    finetune_steps: int = field(default=300, metadata={"help": "Optimizer steps of every fine-tuning run."})
+    eval_every: int = field(default=50, metadata={"help": "Validation every N steps; the best checkpoint is kept."})
+    batch_size: int = field(default=32, metadata={"help": "Patients per step."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Pretraining and scratch/LoRA/probe learning rate."})
+    full_finetune_learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate of pretrained + full."})
+    use_cpu: bool = field(default=False, metadata={"help": "Run on CPU even if an accelerator is present."})
+
+    def __post_init__(self):
+        self.fractions = [float(f) for f in self.label_fractions.split(",")]
+        self.arm_names = [a.strip() for a in self.arms.split(",")]
+        unknown = set(self.arm_names) - set(ARMS)
+        if unknown:
+            raise ValueError(f"Unknown arms {sorted(unknown)}; choose from {list(ARMS)}.")
+        if any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"label fractions must be in (0, 1], got {self.fractions}.")
+
+
+def common_training_args(args: BenchmarkArguments, output_dir: Path, steps: int) -> list[str]:
+    flags = ["--output_dir", str(output_dir), "--do_train", "--max_steps", str(steps), "--seed", str(args.seed),
+             "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size", "64",
+             "--max_length", str(args.max_length), "--report_to", "none", "--disable_tqdm", "true",
+             "--logging_steps", str(max(1, args.eval_every // 2)), "--data_seed_cohort", str(args.seed)]
+    flags += ["--dataset_path", args.dataset_path] if args.dataset_path else ["--synthetic", args.synthetic]
+    if args.num_patients:
+        flags += ["--num_patients", str(args.num_patients)]
+    if args.use_cpu:
+        flags += ["--use_cpu"]
+    return flags
+
+
+def run_pretraining(args: BenchmarkArguments, root: Path) -> str:
+    out = root / "pretrained"
+    if (out / "model.safetensors").exists():
+        return str(out)
+    flags = common_training_args(args, out, args.pretrain_steps) + [
+        "--objective", "mlm+nvp", "--preset", args.preset, "--learning_rate", str(args.learning_rate),
+        "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", str(args.pretrain_steps // 2),
+        "--save_total_limit", "1", "--warmup_steps", str(args.pretrain_steps // 20),
+    ]
+    if args.config_overrides:
+        flags += ["--config_overrides", args.config_overrides]
+    pretrain.main(flags)
+    return str(out)
+
+
+def run_arm(args: BenchmarkArguments, root: Path, arm: str, fraction: float, pretrained: str) -> dict:
+    out = root / "runs" / f"{arm}_{fraction:g}"
+    summary_path = out / "summary.json"
+    if summary_path.exists():  # finished earlier: a rerun of the benchmark resumes
+        return json.loads(summary_path.read_text())
+    uses_pretrained, mode = ARMS[arm]
+    lr = args.full_finetune_learning_rate if arm == "full" else args.learning_rate
+    flags = common_training_args(args, out, args.finetune_steps) + [
+        "--task", args.task, "--mode", mode, "--label_fraction", str(fraction), "--learning_rate", str(lr),
+        "--eval_strategy", "steps", "--eval_steps", str(args.eval_every), "--save_strategy", "steps",
+        "--save_steps", str(args.eval_every), "--save_total_limit", "1", "--load_best_model_at_end", "true",
+        "--metric_for_best_model", "auroc", "--greater_is_better", "true",
+    ]
+    if uses_pretrained:
+        flags += ["--model_name_or_path", pretrained]
+    else:
+        flags += ["--preset", args.preset] + (["--config_overrides", args.config_overrides] if args.config_overrides else [])
+    finetune.main(flags)
+    return json.loads(summary_path.read_text())
+
+
+def load_predictions(run_dir: Path, split: str = "test") -> dict:
+    return json.loads((run_dir / f"predictions_{split}.json").read_text())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    (args,) = parse_args((BenchmarkArguments,), argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = Path(args.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    needs_pretrained = any(ARMS[a][0] for a in args.arm_names)
+    pretrained = (args.pretrained_model or run_pretraining(args, root)) if needs_pretrained else None
+
+    results: dict[str, dict[str, dict]] = {}
+    for fraction in args.fractions:
+        for arm in args.arm_names:
+            print(f"== {arm} at {fraction:.0%} of the labels", flush=True)
+            results.setdefault(f"{fraction:g}", {})[arm] = run_arm(args, root, arm, fraction, pretrained)
+
+    table, winners = summary_table(results, args)
+    (root / "SUMMARY.txt").write_text(table + "\n")
+    charts = draw_charts(root, results, args)
+    summary = {
+        "task": args.task, "cohort": args.synthetic, "pretrained_model": pretrained,
+        "label_fractions": args.fractions, "arms": args.arm_names, "winners": winners,
+        "results": {f: {arm: {"test": s["eval"], "oracle": s.get("oracle"), "trainable_parameters":
+                              s["model"]["trainable_parameters"], "train_patients": s["data"]["train_patients"]}
+                        for arm, s in arms.items()} for f, arms in results.items()},
+        "charts": [str(c) for c in charts],
+    }
+    write_summary(root / "summary.json", summary)
+    print(table)
+    print("charts: " + ", ".join(str(c) for c in charts))
+    return summary
+
+
+def summary_table(results: dict, args: BenchmarkArguments) -> tuple[str, dict]:
+    lines = [f"task {args.task} on synthetic '{args.synthetic}' (test split), {args.finetune_steps} steps per run",
+             f"{'labels':>7} {'arm':<8} {'patients':>8} {'AUROC':>7} {'AUPRC':>7} {'Brier':>7} {'gap':>7}"]
+    winners = {}
+    for fraction, arms in results.items():
+        oracle = next((s["oracle"] for s in arms.values() if s.get("oracle")), None)
+        for arm, s in arms.items():
+            m = s["eval"]
+            gap = f"{oracle['auroc'] - m['auroc']:7.4f}" if oracle else "      -"
+            lines.append(f"{float(fraction):>7.0%} {arm:<8} {s['data']['train_patients']:>8} "
+                         f"{m['auroc']:>7.4f} {m['auprc']:>7.4f} {m['brier']:>7.4f} {gap}")
+        if oracle:
+            lines.append(f"{float(fraction):>7.0%} {'oracle':<8} {'':>8} {oracle['auroc']:>7.4f} {oracle['auprc']:>7.4f} "
+                         f"{oracle['brier']:>7.4f}")
+        winners[fraction] = max(arms, key=lambda a: arms[a]["eval"]["auroc"])
+        lines.append(f"{'':>7} winner: {winners[fraction]}")
+    return "\n".join(lines), winners
+
+
+def draw_charts(root: Path, results: dict, args: BenchmarkArguments) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    charts = []
+    oracle_auroc = None
+    for fraction, arms in results.items():
+        curves = {}
+        for arm in arms:
+            p = load_predictions(root / "runs" / f"{arm}_{float(fraction):g}")
+            curves[arm] = (np.asarray(p["probability"]), np.asarray(p["label"]))
+            if "oracle" in p:
+                curves.setdefault("oracle", (np.asarray(p["oracle"]), np.asarray(p["label"])))
+        charts += plot_binary_predictions(curves, root, prefix=f"labels{float(fraction):g}_",
+                                          title=f"{float(fraction):.0%} labels")[:2]
+        oracle_auroc = next((s["oracle"]["auroc"] for s in arms.values() if s.get("oracle")), oracle_auroc)
+
+    # AUROC bars: arms side by side per fraction, oracle as a line
+    fractions = list(results)
+    width = 0.8 / len(args.arm_names)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, arm in enumerate(args.arm_names):
+        values = [results[f][arm]["eval"]["auroc"] for f in fractions]
+        ax.bar(np.arange(len(fractions)) + i * width, values, width, label=arm)
+    if oracle_auroc is not None:
+        ax.axhline(oracle_auroc, color="black", linestyle="--", label=f"oracle {oracle_auroc:.3f}")
+    ax.set_xticks(np.arange(len(fractions)) + width * (len(args.arm_names) - 1) / 2,
+                  [f"{float(f):.0%}" for f in fractions])
+    ax.set(xlabel="share of training labels", ylabel="test AUROC", ylim=(0.4, 1.0), title=args.task)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(root / "auroc_bars.png", dpi=110)
+    plt.close(fig)
+    charts.append(root / "auroc_bars.png")
+
+    # training curves: validation AUROC against the step, one panel per fraction
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 3.4), squeeze=False)
+    for ax, fraction in zip(axes[0], fractions):
+        for arm in args.arm_names:
+            records = read_jsonl(root / "runs" / f"{arm}_{float(fraction):g}" / "metrics.jsonl")
+            points = [(r["step"], r["eval_auroc"]) for r in records if "eval_auroc" in r]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=arm)
+        if oracle_auroc is not None:
+            ax.axhline(oracle_auroc, color="black", linestyle="--", label="oracle")
+        ax.set(title=f"{float(fraction):.0%} labels", xlabel="step", ylabel="validation AUROC")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(root / "training_curves.png", dpi=110)
+    plt.close(fig)
+    charts.append(root / "training_curves.png")
+    return charts
+
+
+def cli() -> None:
+    """Console-script entry point (`behrt-benchmark`)."""
+    main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()
