@@ -63,8 +63,8 @@ FLOP_FORMULA = (
 
 # --quick replaces the sizes still at their full-run defaults with these.
 QUICK = dict(
-    num_patients=400, max_length=64, batch_size=8, steps=2, repeats=3, warmup=1, padding_preset="small",
-    matmul_size=1024, generation_patients=200, num_proc="1", inference_batches=2,
+    num_patients=400, max_length=128, batch_size=8, repeats=3, warmup=1,
+    padding_preset="small", matmul_size=1024, generation_patients=200, num_proc="1", inference_batches=2,
 )
 TARGETS = {"behrt_vs_bert": 0.95, "grouped_vs_padded": 1.5, "pipeline_vs_model": 10.0}
 
@@ -86,15 +86,16 @@ class SpeedArguments:
     data_seed_cohort: int = field(default=0, metadata={"help": "Seed of the synthetic cohort."})
     max_length: int = field(default=256, metadata={"help": "Tokens per patient (training scripts' default)."})
     batch_size: int = field(default=32, metadata={"help": "Patients per batch."})
-    steps: int = field(default=4, metadata={"help": "Batches per timed round."})
-    repeats: int = field(default=5, metadata={"help": "Interleaved timed rounds per comparison."})
-    warmup: int = field(default=2, metadata={"help": "Untimed steps before timing."})
+    repeats: int = field(
+        default=6, metadata={"help": "Timed rounds per comparison: each candidate takes one step on the round's batch."}
+    )
+    warmup: int = field(default=2, metadata={"help": "Untimed steps per candidate before timing."})
     padding_preset: str = field(default="medium", metadata={"help": "Model of the padding comparison (section 2)."})
     memory_batch_sizes: str = field(default="32,64", metadata={"help": "Batch sizes of the peak-memory probes."})
     num_proc: str = field(default="1,2", metadata={"help": "num_proc values of the tokenising map."})
     matmul_size: int = field(default=2048, metadata={"help": "Side of the square matrices of the matmul peak."})
     generation_patients: int = field(default=1000, metadata={"help": "Patients generated in section 5."})
-    inference_batches: int = field(default=4, metadata={"help": "Batches per timed inference round."})
+    inference_batches: int = field(default=2, metadata={"help": "Batches per timed inference round."})
     seed: int = field(default=0, metadata={"help": "Seed of models, samplers and collators."})
 
     def __post_init__(self):
@@ -107,7 +108,7 @@ class SpeedArguments:
             raise ValueError(f"--device must be cpu or cuda, got {self.device!r}.")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False).")
-        for name in ("batch_size", "steps", "repeats", "matmul_size", "generation_patients", "inference_batches"):
+        for name in ("batch_size", "repeats", "matmul_size", "generation_patients", "inference_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
         if self.warmup < 0:
@@ -182,11 +183,6 @@ def interleaved(rounds: dict[str, Callable[[], object]], repeats: int, device: t
     return seconds
 
 
-def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
-    """Median over rounds of numerator / denominator (rates measured in the same round)."""
-    return statistics.median(a / b for a, b in zip(numerator, denominator))
-
-
 def rates(amount: float, seconds: Sequence[float]) -> list[float]:
     return [amount / s for s in seconds]
 
@@ -230,13 +226,14 @@ def autocast(args: SpeedArguments, device: torch.device):
 
 
 class TrainSteps:
-    """forward + backward + AdamW step of `model` over a fixed list of batches."""
+    """forward + backward + AdamW step of `model`; each call takes one step on the next of `batches`
+    (cycling), so candidates timed in the same round step on the same batch."""
 
     def __init__(self, model, batches: list[dict], args: SpeedArguments, device: torch.device):
         self.model = prepare(model, args, device).train()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
-        self.args, self.device = args, device
+        self.args, self.device, self.calls = args, device, 0
 
     def step(self, batch: dict) -> None:
         with autocast(self.args, self.device):
@@ -250,14 +247,23 @@ class TrainSteps:
             self.step(self.batches[i % len(self.batches)])
 
     def __call__(self) -> None:
-        for batch in self.batches:
-            self.step(batch)
+        self.step(self.batches[self.calls % len(self.batches)])
+        self.calls += 1
 
 
-def batch_tokens(batches: list[dict]) -> tuple[int, int]:
-    """(non-padding tokens, padded tokens) of `batches`."""
-    real = sum(int(b["attention_mask"].sum()) for b in batches)
-    return real, sum(b["attention_mask"].numel() for b in batches)
+def per_round(values: Sequence[float], rounds: int) -> list[float]:
+    """The value of the batch each round steps on (batches cycle over rounds)."""
+    return [values[r % len(values)] for r in range(rounds)]
+
+
+def throughput(amounts: Sequence[float], seconds: Sequence[float]) -> float:
+    """Total amount over total time, across rounds."""
+    return sum(amounts) / sum(seconds)
+
+
+def round_ratio(amounts_a, seconds_a, amounts_b, seconds_b) -> float:
+    """Median over rounds of the rate ratio a / b, both measured in the same round."""
+    return statistics.median((x / s) / (y / t) for x, s, y, t in zip(amounts_a, seconds_a, amounts_b, seconds_b))
 
 
 def chunks(indices: Sequence[int], size: int) -> list[list[int]]:
@@ -329,11 +335,13 @@ def length_summary(lengths: np.ndarray) -> dict:
 
 
 def bench_training(ctx: Context) -> dict:
-    """Section 1 (and the measurements of section 3): BEHRT against BERT per preset."""
+    """Section 1 (and the measurements of section 3): BEHRT against BERT per preset, on the same
+    `repeats` length-grouped batches drawn from an epoch."""
     args, device = ctx.args, ctx.device
     batches = [ctx.collate(b) for b in sample(grouped_batches(ctx.lengths, args.batch_size, args.seed),
-                                              args.steps, args.seed)]
-    real, padded = batch_tokens(batches)
+                                              args.repeats, args.seed)]
+    padded = per_round([b["attention_mask"].numel() for b in batches], args.repeats)
+    real = per_round([int(b["attention_mask"].sum()) for b in batches], args.repeats)
     results = {}
     for preset in args.preset_list:
         config = behrt_config(preset, args, ctx.tokenizer)
@@ -343,22 +351,20 @@ def bench_training(ctx: Context) -> dict:
         behrt.warmup(args.warmup)
         bert.warmup(args.warmup)
         seconds = interleaved({"behrt": behrt, "bert": bert}, args.repeats, device)
-        flops = sum(train_flops(config, *b["input_ids"].shape) for b in batches)
-        behrt_rate, bert_rate = rates(padded, seconds["behrt"]), rates(padded, seconds["bert"])
+        flops = per_round([train_flops(config, *b["input_ids"].shape) for b in batches], args.repeats)
+        models = ("behrt", "bert")
         results[preset] = {
             "parameters": {"behrt": count_parameters(behrt.model), "bert": count_parameters(bert.model)},
-            "tokens_per_second": {"behrt": statistics.median(behrt_rate), "bert": statistics.median(bert_rate)},
-            "non_padding_tokens_per_second": {"behrt": statistics.median(rates(real, seconds["behrt"])),
-                                              "bert": statistics.median(rates(real, seconds["bert"]))},
-            "ratio_behrt_vs_bert": paired_ratio(behrt_rate, bert_rate),
-            "flops_per_round": flops,
-            "achieved_flops": {"behrt": statistics.median(rates(flops, seconds["behrt"])),
-                               "bert": statistics.median(rates(flops, seconds["bert"]))},
+            "tokens_per_second": {m: throughput(padded, seconds[m]) for m in models},
+            "non_padding_tokens_per_second": {m: throughput(real, seconds[m]) for m in models},
+            "ratio_behrt_vs_bert": round_ratio(padded, seconds["behrt"], padded, seconds["bert"]),
+            "flops_per_token": sum(flops) / sum(padded),
+            "achieved_flops": {m: throughput(flops, seconds[m]) for m in models},
             "seconds": seconds,
         }
         del behrt, bert
-    return {"batches": len(batches), "batch_size": args.batch_size, "tokens_per_round": padded,
-            "non_padding_tokens_per_round": real, "presets": results}
+    return {"batches": len(batches), "batch_size": args.batch_size, "rounds": args.repeats,
+            "mean_padded_length": sum(padded) / (len(padded) * args.batch_size), "presets": results}
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -370,7 +376,7 @@ def bench_mfu(training: dict, peak: dict) -> dict:
     out = {"formula": FLOP_FORMULA, "matmul_peak": peak, "presets": {}}
     for preset, r in training["presets"].items():
         out["presets"][preset] = {
-            "flops_per_token": r["flops_per_round"] / training["tokens_per_round"],
+            "flops_per_token": r["flops_per_token"],
             "achieved_flops": r["achieved_flops"],
             "mfu": {m: r["achieved_flops"][m] / peak["peak_flops"] for m in ("behrt", "bert")},
         }
@@ -387,11 +393,11 @@ def bench_padding(ctx: Context) -> dict:
                  "padded_to_max_length": padding_fraction(grouped, ctx.lengths, args.max_length),
                  "random_order": padding_fraction(shuffled, ctx.lengths)}
 
-    chosen = sample(grouped, args.steps, args.seed + 1)  # the same patients for grouped and padded
+    chosen = sample(grouped, args.repeats, args.seed + 1)  # the same patients for grouped and padded
     candidates = {
         "grouped": [ctx.collate(b) for b in chosen],
         "padded_to_max_length": [ctx.collate(b, pad_to=args.max_length) for b in chosen],
-        "random_order": [ctx.collate(b) for b in sample(shuffled, args.steps, args.seed + 1)],
+        "random_order": [ctx.collate(b) for b in sample(shuffled, args.repeats, args.seed + 1)],
     }
     config = behrt_config(args.padding_preset, args, ctx.tokenizer)
     torch.manual_seed(args.seed)
@@ -401,14 +407,17 @@ def bench_padding(ctx: Context) -> dict:
         runners[name] = TrainSteps(model, batches, args, device)  # one model: only the batches differ
         runners[name].warmup(args.warmup)
     seconds = interleaved(runners, args.repeats, device)
-    effective = {name: rates(batch_tokens(b)[0], seconds[name]) for name, b in candidates.items()}
+    real = {name: per_round([int(b["attention_mask"].sum()) for b in batches], args.repeats)
+            for name, batches in candidates.items()}
     return {
         "preset": args.padding_preset,
         "padding_fraction_mlm": fractions,
-        "non_padding_tokens_per_second": {k: statistics.median(v) for k, v in effective.items()},
-        "ratio_grouped_vs_padded": paired_ratio(effective["grouped"], effective["padded_to_max_length"]),
-        "ratio_grouped_vs_random_order": paired_ratio(effective["grouped"], effective["random_order"]),
-        "timed_batches": len(chosen),
+        "non_padding_tokens_per_second": {k: throughput(real[k], seconds[k]) for k in candidates},
+        "ratio_grouped_vs_padded": round_ratio(real["grouped"], seconds["grouped"],
+                                               real["padded_to_max_length"], seconds["padded_to_max_length"]),
+        "ratio_grouped_vs_random_order": round_ratio(real["grouped"], seconds["grouped"],
+                                                     real["random_order"], seconds["random_order"]),
+        "seconds": seconds,
         "nvp": bench_nvp_padding(ctx),
     }
 
@@ -537,7 +546,9 @@ def memory_probe(spec: dict) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
-    TrainSteps(BehrtForMaskedLM(config), [batch], args, device).warmup(3)
+    # One step on a single row creates AdamW's state; the full step then holds weights, gradients,
+    # optimizer state and activations at once: the training peak.
+    TrainSteps(BehrtForMaskedLM(config), [{k: v[:1] for k, v in batch.items()}, batch], args, device).warmup(2)
     synchronize(device)
     after = process_memory_mib()
     out = {"preset": spec["preset"], "batch_size": batch_size, "seq_len": seq_len, "peak_rss_mib": after["peak"],
@@ -561,8 +572,8 @@ def bench_memory(ctx: Context) -> dict:
                           "args": dataclasses.asdict(args) | {"quick": False}, "config": config.to_dict()})
     probes = run_probes(specs, parallel=1 if args.device == "cuda" else 2)
     return {"seq_len": args.max_length, "probes": probes,
-            "note": "each probe: a fresh process builds BehrtForMaskedLM and runs 3 AdamW steps on full-length "
-                    "batches; peak_rss is the process's high-water mark (torch + transformers + behrt_hf imports "
+            "note": "each probe: a fresh process builds BehrtForMaskedLM and takes AdamW steps on a full-length "
+                    "batch; peak_rss is the process's high-water mark (torch + transformers + behrt_hf imports "
                     "included), peak_rss_above_start subtracts its resident memory just before the model."}
 
 
@@ -610,7 +621,8 @@ def bench_inference(ctx: Context) -> dict:
             embed(model)()
     seconds = interleaved({p: embed(m) for p, m in models.items()}, args.repeats, device)
     return {"batch_size": args.batch_size, "batches": len(batches),
-            "patients_per_second": {p: statistics.median(rates(patients, s)) for p, s in seconds.items()}}
+            "patients_per_second": {p: throughput([patients] * len(s), s) for p, s in seconds.items()},
+            "seconds": seconds}
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -632,12 +644,14 @@ def report(results: dict) -> str:
     out = []
     meta = results["meta"]
     out.append(f"behrt-benchmark-speed on {meta['device_name']} ({meta['device']}, bf16={meta['bf16']}, "
-               f"compile={meta['compile']}, torch {meta['torch']}, {meta['threads']} threads); "
+               f"compile={meta['compile']}, torch {meta['torch']}, {meta['threads']} threads, load average "
+               f"{meta['load_average_start'][0]:.1f} at the start); "
                f"cohort {meta['cohort']}: {results['data']['patients']} patients, tokens/patient mean "
                f"{results['data']['mean']:.0f}, p90 {results['data']['p90']:.0f}, max {results['data']['max']}")
     tr = results["train_throughput"]
     out.append(table(
-        f"1. train step (fwd+bwd+AdamW), {tr['batches']} grouped batches of {tr['batch_size']}, tokens/s incl. padding",
+        f"1. train step (fwd+bwd+AdamW), {tr['rounds']} rounds over {tr['batches']} grouped batches of {tr['batch_size']} "
+        f"(mean padded length {tr['mean_padded_length']:.0f}), tokens/s incl. padding",
         ["preset", "params", "BEHRT", "BERT", "BEHRT/BERT"],
         [[p, r["parameters"]["behrt"], r["tokens_per_second"]["behrt"], r["tokens_per_second"]["bert"],
           r["ratio_behrt_vs_bert"]] for p, r in tr["presets"].items()]))
@@ -721,19 +735,29 @@ def main(argv: list[str] | None = None) -> dict:
         "device": args.device, "device_name": device_name(device), "bf16": args.bf16, "compile": args.compile,
         "torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads(),
         "cohort": args.dataset_path or f"synthetic:{args.synthetic}", "args": dataclasses.asdict(args),
+        "load_average_start": os.getloadavg(),  # a shared machine's other work shows here
     }}
     results["data"] = length_summary(ctx.lengths)
-    peak = matmul_peak(args.matmul_size, device, peak_dtype)
-    results["train_throughput"] = bench_training(ctx)
-    results["mfu"] = bench_mfu(results["train_throughput"], peak)
-    results["padding"] = bench_padding(ctx)
+    sections = results["meta"]["section_seconds"] = {"data": time.perf_counter() - started}
+
+    def run(name, fn, *fn_args):
+        start = time.perf_counter()
+        results[name] = fn(*fn_args)
+        sections[name] = time.perf_counter() - start
+        print(f"[{time.perf_counter() - started:6.0f}s] {name} done", file=sys.stderr, flush=True)
+
+    run("matmul_peak", matmul_peak, args.matmul_size, device, peak_dtype)
+    run("train_throughput", bench_training, ctx)
+    results["mfu"] = bench_mfu(results["train_throughput"], results.pop("matmul_peak"))
+    run("padding", bench_padding, ctx)
     fastest = max(r["non_padding_tokens_per_second"]["behrt"] for r in results["train_throughput"]["presets"].values())
-    results["pipeline"] = bench_pipeline(ctx, fastest)
-    results["generation"] = bench_generation(args)
-    results["memory"] = bench_memory(ctx)
-    results["inference"] = bench_inference(ctx)
+    run("pipeline", bench_pipeline, ctx, fastest)
+    run("generation", bench_generation, args)
+    run("memory", bench_memory, ctx)
+    run("inference", bench_inference, ctx)
     results["targets"] = targets(results)
     results["meta"]["wall_seconds"] = time.perf_counter() - started
+    results["meta"]["load_average_end"] = os.getloadavg()
     text = report(results)
     print(text, flush=True)
     out = Path(args.output_json)
