@@ -330,15 +330,35 @@ class DataCollatorForPretraining:
             targets[torch.from_numpy(np.repeat(np.arange(len(codes)), counts)), torch.from_numpy(flat)] = 1.0
         return targets
 
-    def _cut_next_visit(self, columns, lengths, rngs):
-        """Draw a target visit per example; keep the visits before it, return its codes as multi-hot."""
-        visits = columns["visit_ids"].max(1)
-        if (visits < 2).any():
+    def cut_lengths(self, visit_ids: Sequence[Sequence[int]], example_ids: Sequence[int], chunk: int = 4096) -> np.ndarray:
+        """Each example's input length in this epoch's batches: after its next-visit cut with NVP, its
+        full length otherwise. The cut depends only on (seed, epoch, example_id), so it is known before
+        batching: a sampler can group patients by this length (with NVP, grouping by the uncut length
+        leaves each batch's cut lengths spread from one visit to the whole record)."""
+        lengths = np.fromiter((len(v) for v in visit_ids), np.int64, len(visit_ids))
+        if not self.nvp:
+            return lengths
+        out = np.empty_like(lengths)
+        for first in range(0, len(lengths), chunk):
+            part = slice(first, first + chunk)
+            visits = pad_rows(visit_ids[part], lengths[part], int(lengths[part].max()), 0)
+            rngs = [self._rng({"example_id": i}) for i in example_ids[part]]
+            out[part] = _visit_span(visits, self._draw_target_visits(visits.max(1), rngs), lengths[part])[0]
+        return out
+
+    @staticmethod
+    def _draw_target_visits(num_visits: np.ndarray, rngs) -> np.ndarray:
+        """Per example the visit to predict, uniform over 2..n (its seeded generator's first draw)."""
+        if (num_visits < 2).any():
             raise ValueError(
                 "Next-visit prediction needs patients with at least two visits; "
                 "filter the dataset first (see behrt_hf.training.pretrain)."
             )
-        target = np.fromiter((rng.integers(2, n + 1) for rng, n in zip(rngs, visits.tolist())), np.int64, len(rngs))
+        return np.fromiter((rng.integers(2, n + 1) for rng, n in zip(rngs, num_visits.tolist())), np.int64, len(rngs))
+
+    def _cut_next_visit(self, columns, lengths, rngs):
+        """Draw a target visit per example; keep the visits before it, return its codes as multi-hot."""
+        target = self._draw_target_visits(columns["visit_ids"].max(1), rngs)
         start, end = _visit_span(columns["visit_ids"], target, lengths)
         positions = np.arange(columns["visit_ids"].shape[1])
         ids = columns["input_ids"]

@@ -93,7 +93,9 @@ class SpeedArguments:
     padding_preset: str = field(default="medium", metadata={"help": "Model of the padding comparison (section 2)."})
     memory_batch_sizes: str = field(default="32,64", metadata={"help": "Batch sizes of the peak-memory probes."})
     num_proc: str = field(default="1,2", metadata={"help": "num_proc values of the tokenising map."})
-    matmul_size: int = field(default=2048, metadata={"help": "Side of the square matrices of the matmul peak."})
+    matmul_size: int | None = field(
+        default=None, metadata={"help": "Side of the square matrices of the matmul peak (default 2048 on CPU, 8192 on GPU)."}
+    )
     generation_patients: int = field(default=1000, metadata={"help": "Patients generated in section 5."})
     inference_batches: int = field(default=2, metadata={"help": "Batches per timed inference round."})
     seed: int = field(default=0, metadata={"help": "Seed of models, samplers and collators."})
@@ -108,6 +110,8 @@ class SpeedArguments:
             raise ValueError(f"--device must be cpu or cuda, got {self.device!r}.")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False).")
+        if self.matmul_size is None:
+            self.matmul_size = 8192 if self.device == "cuda" else 2048
         for name in ("batch_size", "repeats", "matmul_size", "generation_patients", "inference_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
@@ -231,7 +235,8 @@ class TrainSteps:
 
     def __init__(self, model, batches: list[dict], args: SpeedArguments, device: torch.device):
         self.model = prepare(model, args, device).train()
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        # The fused kernel where there is one (as the Trainer's default optimizer on GPU).
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
         self.batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
         self.args, self.device, self.calls = args, device, 0
 
@@ -432,7 +437,7 @@ def bench_nvp_padding(ctx: Context) -> dict:
     dataset = ctx.encoded.select(two_visits)
     lengths = ctx.lengths[two_visits]
     collator = DataCollatorForPretraining(ctx.tokenizer, objective="mlm+nvp", seed=args.seed)
-    cut_lengths = [int(collator([row])["attention_mask"].sum()) for row in dataset]
+    cut_lengths = collator.cut_lengths(dataset["visit_ids"], dataset["example_id"])
 
     def epoch_fraction(batches):
         c = DataCollatorForPretraining(ctx.tokenizer, objective="mlm+nvp", seed=args.seed)
@@ -472,34 +477,42 @@ def bench_pipeline(ctx: Context, model_rate: float) -> dict:
                          "tokens_per_second": statistics.median(rates(tokens, s))} for name, s in seconds.items()}
 
     batches = grouped_batches(ctx.lengths, args.batch_size, args.seed)
+    as_numpy = ctx.encoded.with_format("numpy")
     fetched = [rows(ctx.encoded, b) for b in batches]
+    fetched_numpy = [rows(as_numpy, b) for b in batches]
     mlm = DataCollatorForPretraining(ctx.tokenizer, objective="mlm", seed=args.seed)
     two_visits = [[f for f in b if f["visit_ids"][-1] >= 2] for b in fetched]
     nvp = DataCollatorForPretraining(ctx.tokenizer, objective="mlm+nvp", seed=args.seed)
     stages = {
-        "fetch (dataset rows)": lambda: [rows(ctx.encoded, b) for b in batches],
-        "collate mlm": lambda: [mlm(f) for f in fetched],
-        "collate mlm+nvp": lambda: [nvp(f) for f in two_visits if f],
+        "fetch rows (lists)": lambda: [rows(ctx.encoded, b) for b in batches],
+        "collate mlm (lists)": lambda: [mlm(f) for f in fetched],
+        "collate mlm+nvp (lists)": lambda: [nvp(f) for f in two_visits if f],
+        "fetch rows (numpy format)": lambda: [rows(as_numpy, b) for b in batches],
+        "collate mlm (numpy rows)": lambda: [mlm(f) for f in fetched_numpy],
     }
     seconds = interleaved(stages, max(1, min(args.repeats, 3)), ctx.device)
     nvp_patients = sum(len(f) for f in two_visits)
     nvp_tokens = sum(len(x["input_ids"]) for f in two_visits for x in f)
-    amounts = {"fetch (dataset rows)": (n, tokens), "collate mlm": (n, tokens), "collate mlm+nvp": (nvp_patients, nvp_tokens)}
+    amounts = {name: (n, tokens) for name in stages} | {"collate mlm+nvp (lists)": (nvp_patients, nvp_tokens)}
     collating = {name: {"patients_per_second": statistics.median(rates(amounts[name][0], s)),
                         "tokens_per_second": statistics.median(rates(amounts[name][1], s))} for name, s in seconds.items()}
-    serial = [1.0 / (1.0 / a + 1.0 / b) for a, b in zip(rates(tokens, seconds["fetch (dataset rows)"]),
-                                                        rates(tokens, seconds["collate mlm"]))]
-    collating["fetch + collate mlm"] = {"patients_per_second": statistics.median(serial) * n / tokens,
-                                        "tokens_per_second": statistics.median(serial)}
+    for fmt, fetch, collate in (("lists", "fetch rows (lists)", "collate mlm (lists)"),
+                                ("numpy format", "fetch rows (numpy format)", "collate mlm (numpy rows)")):
+        serial = [1.0 / (1.0 / a + 1.0 / b) for a, b in zip(rates(tokens, seconds[fetch]), rates(tokens, seconds[collate]))]
+        collating[f"fetch + collate mlm ({fmt})"] = {"patients_per_second": statistics.median(serial) * n / tokens,
+                                                     "tokens_per_second": statistics.median(serial)}
     best_tokenising = max(v["tokens_per_second"] for v in tokenising.values())
     return {
         "tokenising": tokenising,
         "batches": collating,
         "model_non_padding_tokens_per_second": model_rate,
-        "ratio_batches_vs_model": collating["fetch + collate mlm"]["tokens_per_second"] / model_rate,
+        "ratio_batches_vs_model": collating["fetch + collate mlm (lists)"]["tokens_per_second"] / model_rate,
+        "ratio_batches_numpy_format_vs_model":
+            collating["fetch + collate mlm (numpy format)"]["tokens_per_second"] / model_rate,
         "ratio_tokenising_vs_model": best_tokenising / model_rate,
-        "note": "batches: one process, as the Trainer's main process with dataloader_num_workers=0; "
-                "the model rate is the fastest preset's BEHRT train step (non-padding tokens/s).",
+        "note": "batches: one process, as the Trainer's main process with dataloader_num_workers=0 (lists: the "
+                "default format, what the training scripts feed; numpy format: dataset.with_format('numpy')); the "
+                "model rate is the fastest preset's BEHRT train step (non-padding tokens/s).",
     }
 
 
@@ -678,7 +691,8 @@ def report(results: dict) -> str:
     rows = [[f"tokenise {k}", v["patients_per_second"], v["tokens_per_second"]] for k, v in pipe["tokenising"].items()]
     rows += [[k, v["patients_per_second"], v["tokens_per_second"]] for k, v in pipe["batches"].items()]
     rows += [["model consumes (fastest preset)", "", pipe["model_non_padding_tokens_per_second"]],
-             ["ratio fetch+collate / model", "", pipe["ratio_batches_vs_model"]],
+             ["ratio fetch+collate (lists) / model", "", pipe["ratio_batches_vs_model"]],
+             ["ratio fetch+collate (numpy format) / model", "", pipe["ratio_batches_numpy_format_vs_model"]],
              ["ratio tokenise / model", "", pipe["ratio_tokenising_vs_model"]]]
     out.append(table("4. input pipeline (one process)", ["stage", "patients/s", "tokens/s"], rows))
     gen = results["generation"]
