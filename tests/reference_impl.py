@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from behrt_hf.data_collator import TOKEN_COLUMNS, first_code_id, mask_codes, num_visits
+from behrt_hf.data_collator import TOKEN_COLUMNS, first_code_id, num_visits
 from behrt_hf.schema import PatientValidationError, validate_patient
 
 
@@ -94,6 +94,22 @@ def encode_patients(tokenizer, batch, max_length=None, until_visit=None, return_
 
 
 # --- data_collator --------------------------------------------------------------------------------
+
+
+def mask_codes(input_ids, maskable, rng, mask_token_id, first_code_id, vocab_size, mlm_probability=0.15,
+               mask_replace_prob=0.8, random_replace_prob=0.1):
+    selected = (rng.random(input_ids.shape) < mlm_probability) & maskable
+    if not selected.any() and maskable.any():
+        candidates = np.flatnonzero(maskable)
+        selected.flat[candidates[rng.integers(len(candidates))]] = True
+    labels = np.where(selected, input_ids, -100)
+    draw = rng.random(input_ids.shape)
+    masked = input_ids.copy()
+    to_mask = selected & (draw < mask_replace_prob)
+    to_random = selected & (draw >= mask_replace_prob) & (draw < mask_replace_prob + random_replace_prob)
+    masked[to_mask] = mask_token_id
+    masked[to_random] = rng.integers(first_code_id, vocab_size, size=int(to_random.sum()))
+    return masked, labels
 
 
 def pad_sequences(rows: Sequence[Sequence[int]], value: int, length: int) -> torch.Tensor:

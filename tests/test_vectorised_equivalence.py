@@ -10,11 +10,18 @@ import random
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
 from behrt_hf import BehrtTokenizerFast, DataCollatorForBehrt, patient_features
-from behrt_hf.data_collator import DataCollatorForPretraining, next_visit_cut, pad_features, static_pretraining_targets
+from behrt_hf.data_collator import (
+    DataCollatorForPretraining,
+    mask_codes,
+    next_visit_cut,
+    pad_features,
+    static_pretraining_targets,
+)
 from behrt_hf.schema import PatientValidationError
 from tests import reference_impl as ref
 from tests.helpers import make_patients
@@ -191,3 +198,46 @@ def test_padding_matches_the_reference_for_lists_and_arrays(encoded):
     seeded = DataCollatorForPretraining(tok, objective="mlm+nvp")
     assert_same_batch(seeded([{k: np.asarray(v) for k, v in f.items()} for f in features[:16]]),
                       DataCollatorForPretraining(tok, objective="mlm+nvp")(features[:16]))
+
+
+@pytest.mark.parametrize("shape,probability", [((1, 40), 0.15), ((7, 13), 0.15), ((1, 5), 1e-9), ((3, 4), 0.9)])
+def test_mask_codes_matches_the_reference(shape, probability):
+    ids = np.random.default_rng(1).integers(0, 30, size=shape)
+    for seed in range(20):
+        got = mask_codes(ids, ids >= 5, np.random.default_rng(seed), 4, 5, 30, probability)
+        want = ref.mask_codes(ids, ids >= 5, np.random.default_rng(seed), 4, 5, 30, probability)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+@pytest.mark.parametrize("index", range(11))
+def test_arrow_batches_raise_like_the_reference(index):
+    """The records an Arrow table can hold (numbers and strings of the right types) fail alike."""
+    bad = bad_patients()[index]
+    new, old = tokenizer_pair()
+    patients = [*make_patients(3, seed=4), {**bad, "patient_id": "bad"}]
+    try:
+        table = datasets.Dataset.from_list(patients, features=patient_features()).with_format("arrow")[:]
+    except (TypeError, ValueError, pa.ArrowException):
+        pytest.skip("not representable in the patient schema")
+    with pytest.raises(PatientValidationError) as want:  # the records as stored (float32 ages)
+        ref.encode_patients(old, as_columns(table.to_pylist()))
+    with pytest.raises(PatientValidationError) as got:
+        new.encode_patients(table)
+    assert str(got.value) == str(want.value)
+
+
+def test_integer_day_times_none_cuts_and_record_batches_match_the_reference():
+    new, old = tokenizer_pair()
+    patients = random_cohort(40, seed=8)
+    start = patients[0]["visits"][0]["time"]
+    for p in patients:
+        for v in p["visits"]:
+            v["time"] = (v["time"] - start).days
+    until = [p.pop("index_visit_t") for p in patients]
+    until = [u if i % 3 else None for i, u in enumerate(until)]  # None: no cut
+    want = ref.encode_patients(old, as_columns(patients), 24, until)
+    assert new.encode_patients(as_columns(patients), 24, until) == want
+    table = datasets.Dataset.from_list(patients, features=patient_features(time_dtype="int32")).data.table
+    stored = ref.encode_patients(old, as_columns(table.to_pylist()), 24, until)  # float32 ages
+    for batch in (table, table.combine_chunks().to_batches()[0]):
+        assert new.encode_patients(batch, 24, until).to_pydict() == stored
