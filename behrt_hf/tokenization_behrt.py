@@ -216,12 +216,7 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
                 raise ValueError(f"until_visit column {until_visit!r} is not in the batch ({sorted(names)}).")
             until_visit = batch[until_visit] if not arrow else batch.column(until_visit)
         patients = PatientColumns.from_arrow(batch) if arrow else PatientColumns.from_python(batch)
-        until = None
-        if until_visit is not None:
-            until = pa.array(until_visit, pa.int64()) if not isinstance(until_visit, (pa.Array, pa.ChunkedArray)) \
-                else until_visit.cast(pa.int64())
-            last = patients.visits_per_patient - 1
-            until = np.where(until.is_null().to_numpy(zero_copy_only=False), last, until.fill_null(0).to_numpy())
+        until = None if until_visit is None else _last_visits(until_visit, patients.visits_per_patient)
         max_length = self.model_max_length if max_length is None else max_length
 
         def check_settings():
@@ -242,6 +237,15 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
         if arrow:
             return encoded.to_arrow(return_unknown_count)
         return encoded.to_python(return_unknown_count)
+
+
+def _last_visits(until_visit, visits_per_patient: np.ndarray) -> np.ndarray:
+    """`until_visit` (a list, array or Arrow column; None entries: no cut) as int64 indices."""
+    if not isinstance(until_visit, (pa.Array, pa.ChunkedArray)):
+        until_visit = pa.array(until_visit, pa.int64())
+    until_visit = until_visit.cast(pa.int64())
+    missing = until_visit.is_null().to_numpy(zero_copy_only=False)
+    return np.where(missing, visits_per_patient - 1, until_visit.fill_null(0).to_numpy(zero_copy_only=False))
 
 
 __all__ = ["BehrtTokenizerFast", "SPECIAL_TOKENS", "count_codes"]
