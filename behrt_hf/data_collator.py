@@ -36,24 +36,35 @@ def pad_features(
 
     `input_ids` are padded with `pad_token_id`, every other per-token column with 0 (age 0 is the
     padding age, attention 0 masks the position). Sequences longer than `max_length` raise.
+    Values may be lists or numpy arrays.
     """
+    columns, lengths = padded_columns(features, pad_token_id, max_length)
+    length = _round_up(int(lengths.max()), pad_to_multiple_of)
+    return {name: torch.from_numpy(_pad_to(values, length, _pad_value(name, pad_token_id)))
+            for name, values in columns.items()}
+
+
+def padded_columns(
+    features: Sequence[Mapping[str, Any]], pad_token_id: int, max_length: int | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The per-token columns of `features` as (B, T) int64 arrays padded as in `pad_features` to
+    the longest row, and the (B,) row lengths."""
     if not features:
         raise ValueError("Cannot collate an empty batch.")
-    lengths = [len(f["input_ids"]) for f in features]
-    length = max(lengths)
+    lengths = _lengths(features, "input_ids")
+    length = int(lengths.max())
     if max_length is not None and length > max_length:
         raise ValueError(f"A sequence has {length} tokens, more than max_length={max_length}.")
-    if pad_to_multiple_of:
-        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
-    batch = {}
+    columns = {}
     for column in TOKEN_COLUMNS:
         if column not in features[0]:
             continue
-        for row, (feature, n) in enumerate(zip(features, lengths)):
-            if len(feature[column]) != n:
-                raise ValueError(f"Row {row}: {column} has {len(feature[column])} values but input_ids has {n}.")
-        batch[column] = pad_sequences([f[column] for f in features], pad_token_id if column == "input_ids" else 0, length)
-    return batch
+        column_lengths = _lengths(features, column)
+        if not np.array_equal(column_lengths, lengths):
+            row = int(np.flatnonzero(column_lengths != lengths)[0])
+            raise ValueError(f"Row {row}: {column} has {column_lengths[row]} values but input_ids has {lengths[row]}.")
+        columns[column] = pad_rows([f[column] for f in features], lengths, length, _pad_value(column, pad_token_id))
+    return columns, lengths
 
 
 @dataclass
@@ -75,12 +86,42 @@ class DataCollatorForBehrt:
         return batch
 
 
+def pad_rows(rows: Sequence[Sequence[int]], lengths: np.ndarray, length: int, value: int) -> np.ndarray:
+    """Right-pad integer rows of the given `lengths` with `value` to `length`; (B, length) int64.
+
+    One conversion of all values at once, then a single masked write (row-major order)."""
+    flat = np.concatenate([np.asarray(row, dtype=np.int64).reshape(-1) for row in rows])
+    array = np.full((len(rows), length), value, dtype=np.int64)
+    array[np.arange(length) < lengths[:, None]] = flat
+    return array
+
+
 def pad_sequences(rows: Sequence[Sequence[int]], value: int, length: int) -> torch.Tensor:
     """Right-pad integer sequences with `value` to `length`; (B, length) int64."""
-    array = np.full((len(rows), length), value, dtype=np.int64)
-    for i, row in enumerate(rows):
-        array[i, : len(row)] = row
-    return torch.from_numpy(array)
+    lengths = np.fromiter((len(row) for row in rows), np.int64, len(rows))
+    return torch.from_numpy(pad_rows(rows, lengths, length, value))
+
+
+def _lengths(features: Sequence[Mapping[str, Any]], column: str) -> np.ndarray:
+    return np.fromiter((len(f[column]) for f in features), np.int64, len(features))
+
+
+def _pad_value(column: str, pad_token_id: int) -> int:
+    return pad_token_id if column == "input_ids" else 0
+
+
+def _round_up(length: int, multiple: int | None) -> int:
+    return -(-length // multiple) * multiple if multiple else length
+
+
+def _pad_to(padded: np.ndarray, length: int, value: int) -> np.ndarray:
+    """A padded (B, T) batch cut or extended (with `value`) to `length` columns."""
+    if length == padded.shape[1]:
+        return padded
+    out = np.full((padded.shape[0], length), value, dtype=padded.dtype)
+    width = min(length, padded.shape[1])
+    out[:, :width] = padded[:, :width]
+    return out
 
 
 # --- pretraining: masked-code modelling and next-visit prediction -----------------------------
@@ -112,17 +153,52 @@ def mask_codes(
     False on special tokens ([UNK] included) and padding. If nothing was selected but
     something is maskable, one maskable position is selected, so the loss is always defined.
     """
-    selected = (rng.random(input_ids.shape) < mlm_probability) & maskable
-    if not selected.any() and maskable.any():
-        candidates = np.flatnonzero(maskable)
-        selected.flat[candidates[rng.integers(len(candidates))]] = True
+    ids = input_ids.reshape(1, -1)
+    masked, labels = mask_rows(
+        ids, np.array([ids.shape[1]]), maskable.reshape(1, -1), [rng], mask_token_id, first_code_id, vocab_size,
+        mlm_probability, mask_replace_prob, random_replace_prob,
+    )
+    return masked.reshape(input_ids.shape), labels.reshape(input_ids.shape)
+
+
+def mask_rows(
+    input_ids: np.ndarray,
+    lengths: np.ndarray,
+    maskable: np.ndarray,
+    rngs: Sequence[np.random.Generator],
+    mask_token_id: int,
+    first_code_id: int,
+    vocab_size: int,
+    mlm_probability: float = 0.15,
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`mask_codes` for each row of a padded (B, T) batch, row i drawing from `rngs[i]` exactly what
+    `mask_codes` draws for that row alone (over its first `lengths[i]` positions); the selection and
+    replacement arithmetic runs once over the whole batch."""
+    valid = np.arange(input_ids.shape[1]) < lengths[:, None]  # (B, T)
+    maskable = maskable & valid
+
+    def draw_uniform() -> np.ndarray:  # (B, T): row i's `lengths[i]` draws, then zeros
+        out = np.zeros(input_ids.shape)
+        out[valid] = np.concatenate([rng.random(int(n)) for rng, n in zip(rngs, lengths)])
+        return out
+
+    selected = (draw_uniform() < mlm_probability) & maskable
+    for row in np.flatnonzero(~selected.any(1) & maskable.any(1)).tolist():  # rare: force one selection
+        candidates = np.flatnonzero(maskable[row])
+        selected[row, candidates[rngs[row].integers(len(candidates))]] = True
     labels = np.where(selected, input_ids, -100)
-    draw = rng.random(input_ids.shape)
+    draw = draw_uniform()
     masked = input_ids.copy()
     to_mask = selected & (draw < mask_replace_prob)
     to_random = selected & (draw >= mask_replace_prob) & (draw < mask_replace_prob + random_replace_prob)
     masked[to_mask] = mask_token_id
-    masked[to_random] = rng.integers(first_code_id, vocab_size, size=int(to_random.sum()))
+    counts = to_random.sum(1)
+    if counts.any():
+        masked[to_random] = np.concatenate(
+            [rngs[row].integers(first_code_id, vocab_size, size=int(k)) for row, k in enumerate(counts.tolist()) if k]
+        )
     return masked, labels
 
 
@@ -132,14 +208,24 @@ def next_visit_cut(feature: Mapping[str, Any], target_visit: int, sep_token_id: 
     `target_visit` is a visit number as in `visit_ids` (the first visit is 1), at least 2. Nothing
     from the target visit or later stays in the input.
     """
-    visit_ids = feature["visit_ids"]
-    start = visit_ids.index(target_visit)  # first token of the target visit
-    end = start
-    while end < len(visit_ids) and visit_ids[end] == target_visit:
-        end += 1
-    target = [t for t in feature["input_ids"][start:end] if t != sep_token_id]
-    cut = {k: feature[k][:start] for k in TOKEN_COLUMNS if k in feature}
-    return cut, target
+    visit_ids = np.asarray(feature["visit_ids"])[None, :]
+    start, end = _visit_span(visit_ids, np.array([target_visit]), np.array([visit_ids.shape[1]]))
+    ids = np.asarray(feature["input_ids"][start[0]:end[0]])
+    cut = {k: feature[k][: start[0]] for k in TOKEN_COLUMNS if k in feature}
+    return cut, ids[ids != sep_token_id].tolist()
+
+
+def _visit_span(visit_ids: np.ndarray, target: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a padded (B, T) batch: start (first token) and end (one past the run) of visit `target`."""
+    positions = np.arange(visit_ids.shape[1])
+    hit = (visit_ids == target[:, None]) & (positions < lengths[:, None])
+    if not hit.any(1).all():
+        row = int(np.flatnonzero(~hit.any(1))[0])
+        raise ValueError(f"Row {row}: visit {int(target[row])} is not in visit_ids.")
+    start = hit.argmax(1)
+    after = ~hit & (positions >= start[:, None])  # the first such position ends the run
+    end = np.where(after.any(1), after.argmax(1), visit_ids.shape[1])
+    return start, end
 
 
 def num_visits(feature: Mapping[str, Any]) -> int:
@@ -159,6 +245,8 @@ class DataCollatorForPretraining:
 
     Draws are seeded per example by (`seed`, `epoch`, `example_id`); `SetEpochCallback` keeps
     `epoch` current under the Trainer. `padding_fraction` reports the share of padding so far.
+    The batch is built with whole-batch array operations (no Python loop over tokens); per example
+    there remain only the seeded generator and its draws.
     """
 
     tokenizer: Any
@@ -180,6 +268,8 @@ class DataCollatorForPretraining:
         tok = self.tokenizer
         self.vocab_size = len(tok)
         self.first_code_id = first_code_id(tok)
+        # Read once: attribute access on a transformers tokenizer is slow.
+        self._pad_id, self._sep_id, self._mask_id = tok.pad_token_id, tok.sep_token_id, tok.mask_token_id
         self._real_tokens = 0
         self._padded_tokens = 0
 
@@ -206,50 +296,84 @@ class DataCollatorForPretraining:
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         static = "labels" in features[0] or "next_visit_codes" in features[0]
         rngs = None if static else [self._rng(f) for f in features]
-        next_visit_codes = None
+        columns, lengths = padded_columns(features, self._pad_id)
+        targets = None
         if self.nvp:
-            features, next_visit_codes = self._cut_next_visit(features, rngs)
-        batch = pad_features(features, self.tokenizer.pad_token_id, self.pad_to_multiple_of)
-        self._real_tokens += int(batch["attention_mask"].sum())
-        self._padded_tokens += batch["attention_mask"].numel()
-        if self.mlm:
-            length = batch["input_ids"].shape[1]
-            if static:  # input_ids are already masked
-                batch["labels"] = pad_sequences([f["labels"] for f in features], -100, length)
+            if static:  # cuts already applied
+                targets = self._multi_hot([f["next_visit_codes"] for f in features])
             else:
-                masked, labels = zip(*(self._mask(f["input_ids"], rng) for f, rng in zip(features, rngs)))
-                batch["input_ids"] = pad_sequences(masked, self.tokenizer.pad_token_id, length)
-                batch["labels"] = pad_sequences(labels, -100, length)
+                columns, lengths, targets = self._cut_next_visit(columns, lengths, rngs)
+        length = _round_up(int(lengths.max()), self.pad_to_multiple_of)
+        batch = {name: _pad_to(values, length, _pad_value(name, self._pad_id)) for name, values in columns.items()}
+        self._real_tokens += int(lengths.sum())
+        self._padded_tokens += len(lengths) * length
+        if self.mlm:
+            if static:  # input_ids are already masked
+                labels = pad_rows([f["labels"] for f in features], lengths, length, -100)
+            else:
+                ids = batch["input_ids"]
+                batch["input_ids"], labels = mask_rows(
+                    ids, lengths, ids >= self.first_code_id, rngs, self._mask_id, self.first_code_id,
+                    self.vocab_size, self.mlm_probability, self.mask_replace_prob, self.random_replace_prob,
+                )
+            batch["labels"] = labels
+        batch = {name: torch.from_numpy(values) for name, values in batch.items()}
         if self.nvp:
-            targets = torch.zeros(len(features), self.vocab_size)
-            for row, codes in enumerate(next_visit_codes):
-                targets[row, codes] = 1.0
             batch["next_visit_labels" if self.mlm else "labels"] = targets
         return batch
 
-    def _mask(self, input_ids, rng) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.asarray(input_ids, dtype=np.int64)[None, :]
-        masked, labels = mask_codes(
-            ids, ids >= self.first_code_id, rng, self.tokenizer.mask_token_id, self.first_code_id, self.vocab_size,
-            self.mlm_probability, self.mask_replace_prob, self.random_replace_prob,
-        )
-        return masked[0], labels[0]
+    def _multi_hot(self, codes: Sequence[Sequence[int]]) -> torch.Tensor:
+        counts = np.fromiter((len(c) for c in codes), np.int64, len(codes))
+        targets = torch.zeros(len(codes), self.vocab_size)
+        if counts.any():
+            flat = np.concatenate([np.asarray(c, dtype=np.int64).reshape(-1) for c in codes])
+            targets[torch.from_numpy(np.repeat(np.arange(len(codes)), counts)), torch.from_numpy(flat)] = 1.0
+        return targets
 
-    def _cut_next_visit(self, features, rngs):
-        if rngs is None:  # static cuts: already applied
-            return features, [f["next_visit_codes"] for f in features]
-        cut_features, targets = [], []
-        for f, rng in zip(features, rngs):
-            n = num_visits(f)
-            if n < 2:
-                raise ValueError(
-                    "Next-visit prediction needs patients with at least two visits; "
-                    "filter the dataset first (see behrt_hf.training.pretrain)."
-                )
-            cut, target = next_visit_cut(f, int(rng.integers(2, n + 1)), self.tokenizer.sep_token_id)
-            cut_features.append(cut)
-            targets.append(target)
-        return cut_features, targets
+    def cut_lengths(self, visit_ids: Sequence[Sequence[int]], example_ids: Sequence[int], chunk: int = 4096) -> np.ndarray:
+        """Each example's input length in this epoch's batches: after its next-visit cut with NVP, its
+        full length otherwise. The cut depends only on (seed, epoch, example_id), so it is known before
+        batching: a sampler can group patients by this length (with NVP, grouping by the uncut length
+        leaves each batch's cut lengths spread from one visit to the whole record)."""
+        lengths = np.fromiter((len(v) for v in visit_ids), np.int64, len(visit_ids))
+        if not self.nvp:
+            return lengths
+        out = np.empty_like(lengths)
+        for first in range(0, len(lengths), chunk):
+            part = slice(first, first + chunk)
+            visits = pad_rows(visit_ids[part], lengths[part], int(lengths[part].max()), 0)
+            rngs = [self._rng({"example_id": i}) for i in example_ids[part]]
+            out[part] = _visit_span(visits, self._draw_target_visits(visits.max(1), rngs), lengths[part])[0]
+        return out
+
+    @staticmethod
+    def _draw_target_visits(num_visits: np.ndarray, rngs) -> np.ndarray:
+        """Per example the visit to predict, uniform over 2..n (its seeded generator's first draw)."""
+        if (num_visits < 2).any():
+            raise ValueError(
+                "Next-visit prediction needs patients with at least two visits; "
+                "filter the dataset first (see behrt_hf.training.pretrain)."
+            )
+        return np.fromiter((rng.integers(2, n + 1) for rng, n in zip(rngs, num_visits.tolist())), np.int64, len(rngs))
+
+    def _cut_next_visit(self, columns, lengths, rngs):
+        """Draw a target visit per example; keep the visits before it, return its codes as multi-hot."""
+        target = self._draw_target_visits(columns["visit_ids"].max(1), rngs)
+        start, end = _visit_span(columns["visit_ids"], target, lengths)
+        positions = np.arange(columns["visit_ids"].shape[1])
+        ids = columns["input_ids"]
+        in_target = (positions >= start[:, None]) & (positions < end[:, None]) & (ids != self._sep_id)
+        targets = torch.zeros(len(lengths), self.vocab_size)
+        rows, cols = np.nonzero(in_target)
+        targets[torch.from_numpy(rows), torch.from_numpy(ids[rows, cols])] = 1.0
+        length = int(start.max())
+        outside = positions[:length] >= start[:, None]
+        cut = {}
+        for name, values in columns.items():
+            values = values[:, :length].copy()
+            values[outside] = _pad_value(name, self._pad_id)
+            cut[name] = values
+        return cut, start, targets
 
 
 def static_pretraining_targets(
@@ -293,7 +417,9 @@ __all__ = [
     "OBJECTIVES",
     "TOKEN_COLUMNS",
     "mask_codes",
+    "mask_rows",
     "next_visit_cut",
     "pad_features",
+    "pad_rows",
     "static_pretraining_targets",
 ]

@@ -19,10 +19,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from .schema import PatientValidationError, validate_patient
+from .encoding import PatientColumns, encode_columns
 
 logger = logging.getLogger(__name__)
 
@@ -153,10 +156,12 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
         steps = _AGE_STEPS_PER_YEAR[self.age_unit]
         return min(int(math.floor(age * steps)), self.max_age * steps) + 1
 
-    def _code_ids(self) -> dict[str, int]:
-        cache = getattr(self, "_code_id_cache", None)
-        if cache is None or len(cache) != len(self):
-            cache = self._code_id_cache = self.get_vocab()
+    def _lookup_table(self) -> tuple[pa.Array, np.ndarray]:
+        """The vocabulary as (tokens, ids) arrays for Arrow's hash lookup; rebuilt if the vocabulary grows."""
+        cache = getattr(self, "_lookup_cache", None)
+        if cache is None or len(cache[0]) != len(self):
+            vocab = self.get_vocab()
+            cache = self._lookup_cache = (pa.array(list(vocab), pa.string()), np.fromiter(vocab.values(), np.int64))
         return cache
 
     # --- encoding patients ----------------------------------------------------------------------
@@ -182,87 +187,65 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
         Returns:
             `input_ids`, `age_ids`, `segment_ids`, `visit_ids`, `attention_mask` (lists of equal length).
         """
-        validate_patient(patient)
-        visits = patient["visits"]
-        if until_visit is not None:
-            if not 0 <= until_visit < len(visits):
-                raise PatientValidationError(
-                    f"patient {patient.get('patient_id')!r}: until_visit={until_visit} is outside its "
-                    f"{len(visits)} visits"
-                )
-            visits = visits[: until_visit + 1]
-        max_length = self.model_max_length if max_length is None else max_length
-        if max_length < 3:
-            raise ValueError(f"max_length must be at least 3 ([CLS] code [SEP]), got {max_length}.")
-
-        # Walk back from the most recent visit while whole visits fit (each costs codes + [SEP]).
-        budget = max_length - 1  # [CLS]
-        first = len(visits)
-        while first > 0 and len(visits[first - 1]["codes"]) + 1 <= budget:
-            budget -= len(visits[first - 1]["codes"]) + 1
-            first -= 1
-        kept = visits[first:]
-        if not kept:  # the last visit alone is too long: keep its first codes
-            last = visits[-1]
-            kept = [{**last, "codes": last["codes"][: max_length - 2]}]
-
-        vocab = self._code_ids()
-        unk_id, cls_id, sep_id = self.unk_token_id, self.cls_token_id, self.sep_token_id
-        input_ids = [cls_id]
-        age_ids = [self.age_to_id(kept[0]["age"])]
-        segment_ids = [0]
-        visit_ids = [0]
-        unknown = 0
-        for number, visit in enumerate(kept, start=1):
-            ids = [vocab.get(code, unk_id) for code in visit["codes"]]
-            if unk_id in ids:
-                missing = [c for c, i in zip(visit["codes"], ids) if i == unk_id]
-                unknown += len(missing)
-                self.unknown_codes.update(missing)
-            n = len(ids) + 1
-            input_ids += ids + [sep_id]
-            age_ids += [self.age_to_id(visit["age"])] * n
-            segment_ids += [(number - 1) % 2] * n
-            visit_ids += [number] * n
-        encoded = {
-            "input_ids": input_ids,
-            "age_ids": age_ids,
-            "segment_ids": segment_ids,
-            "visit_ids": visit_ids,
-            "attention_mask": [1] * len(input_ids),
-        }
-        if return_unknown_count:
-            encoded["num_unknown_codes"] = unknown
-        return encoded
+        batch = {key: [value] for key, value in patient.items()}
+        until = None if until_visit is None else [until_visit]
+        encoded = self.encode_patients(batch, max_length, until, return_unknown_count)
+        return {key: values[0] for key, values in encoded.items()}
 
     def encode_patients(
         self,
-        batch: Mapping[str, Sequence[Any]],
+        batch: Mapping[str, Sequence[Any]] | pa.Table | pa.RecordBatch,
         max_length: int | None = None,
         until_visit: str | Sequence[int] | None = None,
         return_unknown_count: bool = False,
-    ) -> dict[str, list]:
-        """Encode a batch in column form, for `dataset.map(tokenizer.encode_patients, batched=True)`.
+    ) -> dict[str, list] | pa.Table:
+        """Encode a batch of patients, for `dataset.map(tokenizer.encode_patients, batched=True)`.
+
+        `batch` is either columns of Python objects (the default format of `datasets.map`; returns
+        columns of lists) or an Arrow table (`dataset.with_format("arrow").map(...)`, the fastest:
+        nothing is converted to Python objects; returns an Arrow table). Both are vectorised over
+        the whole batch and give the same values as `encode_patient` on each patient.
 
         `until_visit` is a column name (e.g. `"index_visit_heart_failure_1y"`) or a list with one
-        index per patient.
+        index per patient (None: no cut).
         """
-        n = len(batch["visits"])
+        arrow = isinstance(batch, (pa.Table, pa.RecordBatch))
+        names = batch.column_names if arrow else list(batch)
         if isinstance(until_visit, str):
-            if until_visit not in batch:
-                raise ValueError(f"until_visit column {until_visit!r} is not in the batch ({sorted(batch)}).")
-            until_visit = batch[until_visit]
-        columns = [k for k in batch if k != "visits"]
-        out: dict[str, list] = {key: [] for key in self.model_input_names}
-        if return_unknown_count:
-            out["num_unknown_codes"] = []
-        for i in range(n):
-            patient = {k: batch[k][i] for k in columns}
-            patient["visits"] = batch["visits"][i]
-            cut = None if until_visit is None else until_visit[i]
-            for key, value in self.encode_patient(patient, max_length, cut, return_unknown_count).items():
-                out[key].append(value)
-        return out
+            if until_visit not in names:
+                raise ValueError(f"until_visit column {until_visit!r} is not in the batch ({sorted(names)}).")
+            until_visit = batch[until_visit] if not arrow else batch.column(until_visit)
+        patients = PatientColumns.from_arrow(batch) if arrow else PatientColumns.from_python(batch)
+        until = None if until_visit is None else _last_visits(until_visit, patients.visits_per_patient)
+        max_length = self.model_max_length if max_length is None else max_length
+
+        def check_settings():
+            if max_length < 3:
+                raise ValueError(f"max_length must be at least 3 ([CLS] code [SEP]), got {max_length}.")
+
+        if patients.num_patients:
+            patients.raise_first_error(until, check_settings)
+        vocab, vocab_ids = self._lookup_table()
+        encoded = encode_columns(
+            patients, until, max_length, vocab, vocab_ids,
+            {"unk": self.unk_token_id, "cls": self.cls_token_id, "sep": self.sep_token_id},
+            _AGE_STEPS_PER_YEAR[self.age_unit], self.max_age,
+        )
+        if len(encoded.unknown_codes):
+            counts = pc.value_counts(encoded.unknown_codes)
+            self.unknown_codes.update(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
+        if arrow:
+            return encoded.to_arrow(return_unknown_count)
+        return encoded.to_python(return_unknown_count)
+
+
+def _last_visits(until_visit, visits_per_patient: np.ndarray) -> np.ndarray:
+    """`until_visit` (a list, array or Arrow column; None entries: no cut) as int64 indices."""
+    if not isinstance(until_visit, (pa.Array, pa.ChunkedArray)):
+        until_visit = pa.array(until_visit, pa.int64())
+    until_visit = until_visit.cast(pa.int64())
+    missing = until_visit.is_null().to_numpy(zero_copy_only=False)
+    return np.where(missing, visits_per_patient - 1, until_visit.fill_null(0).to_numpy(zero_copy_only=False))
 
 
 __all__ = ["BehrtTokenizerFast", "SPECIAL_TOKENS", "count_codes"]

@@ -114,3 +114,13 @@ def test_static_targets_are_deterministic_and_used_as_is(tokenizer, encoded):
 def test_collator_validation(tokenizer, bad):
     with pytest.raises(ValueError):
         DataCollatorForPretraining(tokenizer, **bad)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "mlm+nvp"])
+def test_cut_lengths_are_the_lengths_in_the_batches(tokenizer, encoded, objective):
+    features = [dict(f, example_id=i) for i, f in enumerate(encoded)]
+    for epoch in (0, 2):
+        collate = DataCollatorForPretraining(tokenizer, objective=objective, seed=3, epoch=epoch)
+        lengths = collate.cut_lengths([f["visit_ids"] for f in features], [f["example_id"] for f in features], chunk=7)
+        batch = collate(features)
+        assert lengths.tolist() == batch["attention_mask"].sum(1).tolist()
