@@ -31,6 +31,9 @@ from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 with warnings.catch_warnings():  # simple_icd_10_cm imports pkg_resources, deprecated in setuptools
     warnings.simplefilter("ignore", DeprecationWarning)
     warnings.simplefilter("ignore", UserWarning)
@@ -103,6 +106,15 @@ def coarsen_codes(codes: Iterable[str]) -> list[str]:
     return [coarsen_code(code) for code in codes]
 
 
+def coarsen_array(codes: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`coarsen_code` over an Arrow string array, each distinct code looked up once."""
+    encoded = pc.dictionary_encode(codes)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    categories = pa.array(coarsen_codes(encoded.dictionary.to_pylist()), pa.string())
+    return categories.take(encoded.indices)
+
+
 def fallback_counts() -> dict[str, int]:
     """Distinct codes per system that the maintained hierarchy did not know (coarsened by slicing)."""
     return dict(_FALLBACKS)
@@ -114,4 +126,4 @@ def clear_cache() -> None:
     _FALLBACKS.clear()
 
 
-__all__ = ["clear_cache", "coarsen_code", "coarsen_codes", "fallback_counts"]
+__all__ = ["clear_cache", "coarsen_array", "coarsen_code", "coarsen_codes", "fallback_counts"]

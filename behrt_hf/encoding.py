@@ -219,12 +219,14 @@ def encode_columns(
     special_ids: Mapping[str, int],
     age_steps_per_year: int,
     max_age: int,
+    code_map: Callable[[pa.Array], pa.Array] | None = None,
 ) -> EncodedColumns:
     """`[CLS] codes of visit 1 [SEP] ...` for every patient of a validated batch.
 
     Visits after `until` (per patient, or None) are cut; then whole visits are dropped from the
     oldest end until the rest fits in `max_length` tokens; if even the last visit alone does not
-    fit, its first `max_length - 2` codes are kept. Codes missing from `vocab` become [UNK].
+    fit, its first `max_length - 2` codes are kept. `code_map` (e.g. the code hierarchy) rewrites
+    the kept codes before the lookup. Codes missing from `vocab` become [UNK].
     """
     nv, nc = patients.visits_per_patient, patients.codes_per_visit
     visit_start = exclusive_cumsum(nv)  # (P + 1,)
@@ -255,6 +257,8 @@ def encode_columns(
 
     # Code -> id through a hash lookup in Arrow; unknown codes -> [UNK].
     codes = patients.codes.take(pa.array(code_index))
+    if code_map is not None:
+        codes = code_map(codes)
     if codes.type != vocab.type:
         codes = codes.cast(vocab.type)
     found = pc.index_in(codes, value_set=vocab)

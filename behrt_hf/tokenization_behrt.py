@@ -37,6 +37,7 @@ SPECIAL_TOKENS = {
     "mask_token": "[MASK]",
 }
 _AGE_STEPS_PER_YEAR = {"year": 1, "month": 12}
+CODE_HIERARCHIES = (None, "category")
 
 
 def count_codes(patients: Iterable[Mapping[str, Any]] | Any) -> Counter:
@@ -80,12 +81,19 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
         age_unit: str = "year",
         max_age: int = 120,
         model_max_length: int = 512,
+        code_hierarchy: str | None = None,
     ) -> "BehrtTokenizerFast":
         """Build the vocabulary from patients (use the training split only).
 
         Codes are ordered by decreasing frequency (ties alphabetically, so the result is
         deterministic); codes seen fewer than `min_frequency` times, or beyond the `max_size`
         most frequent, map to [UNK]. Special tokens come first: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.
+
+        `code_hierarchy="category"` maps every ICD code to its 3-character category before
+        counting and at every encoding (`behrt_hf.code_hierarchy`: ICD-10-CM through the
+        `simple_icd_10_cm` tables, ICD-9-CM, ICD-10-PCS, ICD-9 procedures; other systems are
+        unchanged): a coarser vocabulary with denser co-occurrence. Codes of one visit that share
+        a category are all kept (the repetition is information). Saved with the tokenizer.
         """
         if min_frequency < 1:
             raise ValueError(f"min_frequency must be >= 1, got {min_frequency}.")
@@ -93,7 +101,16 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
             raise ValueError(f"max_size must be >= 1 (or None), got {max_size}.")
         if age_unit not in _AGE_STEPS_PER_YEAR:
             raise ValueError(f"age_unit must be one of {sorted(_AGE_STEPS_PER_YEAR)}, got {age_unit!r}.")
+        if code_hierarchy not in CODE_HIERARCHIES:
+            raise ValueError(f"code_hierarchy must be one of {CODE_HIERARCHIES}, got {code_hierarchy!r}.")
         counts = count_codes(patients)
+        if code_hierarchy == "category":
+            from .code_hierarchy import coarsen_code  # imports the ICD-10-CM tables: only when asked
+
+            coarse: Counter = Counter()
+            for code, n in counts.items():
+                coarse[coarsen_code(code)] += n
+            counts = coarse
         if not counts:
             raise ValueError("Cannot build a vocabulary: the patients hold no codes.")
         ranked = sorted((c for c, n in counts.items() if n >= min_frequency), key=lambda c: (-counts[c], c))
@@ -111,6 +128,7 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
             model_max_length=model_max_length,
             age_unit=age_unit,
             max_age=max_age,
+            code_hierarchy=code_hierarchy,
             **SPECIAL_TOKENS,
         )
 
@@ -123,6 +141,11 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
     @property
     def max_age(self) -> int:
         return int(self.init_kwargs.get("max_age", 120))
+
+    @property
+    def code_hierarchy(self) -> str | None:
+        """None (codes as they are) or `"category"` (ICD codes coarsened to 3-character categories)."""
+        return self.init_kwargs.get("code_hierarchy")
 
     @property
     def age_vocab_size(self) -> int:
@@ -226,10 +249,14 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
         if patients.num_patients:
             patients.raise_first_error(until, check_settings)
         vocab, vocab_ids = self._lookup_table()
+        code_map = None
+        if self.code_hierarchy == "category":
+            from .code_hierarchy import coarsen_array as code_map
         encoded = encode_columns(
             patients, until, max_length, vocab, vocab_ids,
             {"unk": self.unk_token_id, "cls": self.cls_token_id, "sep": self.sep_token_id},
             _AGE_STEPS_PER_YEAR[self.age_unit], self.max_age,
+            code_map=code_map,
         )
         if len(encoded.unknown_codes):
             counts = pc.value_counts(encoded.unknown_codes)
@@ -248,4 +275,4 @@ def _last_visits(until_visit, visits_per_patient: np.ndarray) -> np.ndarray:
     return np.where(missing, visits_per_patient - 1, until_visit.fill_null(0).to_numpy(zero_copy_only=False))
 
 
-__all__ = ["BehrtTokenizerFast", "SPECIAL_TOKENS", "count_codes"]
+__all__ = ["BehrtTokenizerFast", "CODE_HIERARCHIES", "SPECIAL_TOKENS", "count_codes"]

@@ -70,7 +70,7 @@ def add_toy_task(patients: list[dict], seed: int = 0, task: str = "demo") -> lis
     return out
 
 
-def pretrain_a_few_steps(splits, tmp_path, steps: int = 3) -> dict:
+def pretrain_a_few_steps(splits, tmp_path, steps: int = 3, extra_args: tuple[str, ...] = ()) -> dict:
     """Run `behrt-pretrain` (MLM, tiny model) for a few steps on a reader's output, end to end.
 
     All patients go to both train and evaluation: reader fixtures are too small to spare any.
@@ -86,7 +86,7 @@ def pretrain_a_few_steps(splits, tmp_path, steps: int = 3) -> dict:
         "--dataset_path", str(path), "--output_dir", str(tmp_path / "pretrain"), "--do_train",
         "--max_steps", str(steps), "--per_device_train_batch_size", "2", "--objective", "mlm",
         "--config_overrides", "hidden_size=32,num_hidden_layers=1,num_attention_heads=4,intermediate_size=37",
-        "--max_length", "64", "--use_cpu", "--report_to", "none", "--disable_tqdm", "true",
+        "--max_length", "64", "--use_cpu", "--report_to", "none", "--disable_tqdm", "true", *extra_args,
     ])
     assert result["train"]["train_loss"] > 0 and result["eval"]["eval_mlm_num_masked"] > 0
     assert (tmp_path / "pretrain" / "model.safetensors").exists()

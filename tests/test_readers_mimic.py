@@ -204,3 +204,15 @@ def test_pretraining_runs_on_mimic(version, mimic_iii, mimic_iv, tmp_path):
 
     pretrain_a_few_steps(load_mimic(mimic_iii if version == "iii" else mimic_iv, version=version,
                                     cache_dir=tmp_path / "cache"), tmp_path)
+
+
+def test_pretraining_with_the_code_hierarchy_on_mimic(mimic_iv, tmp_path):
+    from behrt_hf import BehrtTokenizerFast
+    from tests.helpers import pretrain_a_few_steps
+
+    pretrain_a_few_steps(load_mimic(mimic_iv, version="iv", cache_dir=tmp_path / "cache"), tmp_path,
+                         extra_args=("--code_hierarchy", "category"))
+    tokenizer = BehrtTokenizerFast.from_pretrained(tmp_path / "pretrain")
+    assert tokenizer.code_hierarchy == "category"
+    icd = [code for code in tokenizer.get_vocab() if code.startswith(("ICD9CM//", "ICD10CM//"))]
+    assert icd and all(len(code.split("//")[1]) <= 4 for code in icd)  # categories: 3 characters (E-codes 4)

@@ -195,3 +195,33 @@ def test_collator_pads_every_token_column():
     assert batch["labels"].tolist() == [1, 0]
     with pytest.raises(ValueError, match="Row 0: age_ids has 2 values but input_ids has 3"):
         collate([{"input_ids": [2, 5, 3], "age_ids": [1, 1], "attention_mask": [1, 1, 1]}])
+
+
+def test_code_hierarchy_coarsens_icd_codes_in_vocabulary_and_encoding(tmp_path):
+    train = [
+        patient([(60.0, ["ICD10CM//E11.9", "ATC//A10BA02"]), (61.0, ["ICD10CM//E11.65", "ICD9CM//4019"])], "t1"),
+        patient([(50.0, ["ICD10CM//I10", "ICD9CM//401.1"])], "t2"),
+    ]
+    tok = BehrtTokenizerFast.build_vocab(train, code_hierarchy="category")
+    codes = set(tok.get_vocab()) - {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
+    assert codes == {"ICD10CM//E11", "ATC//A10BA02", "ICD9CM//401", "ICD10CM//I10"}
+    assert tok.convert_ids_to_tokens([tok.get_vocab()["ICD10CM//E11"]]) == ["ICD10CM//E11"]
+    # E11 twice, 401 twice: ranked first (ties alphabetical), ATC and I10 once.
+    assert tok.convert_ids_to_tokens(list(range(5, 9))) == ["ICD10CM//E11", "ICD9CM//401", "ATC//A10BA02", "ICD10CM//I10"]
+
+    # A code never seen in training still maps to its category; both codes of a category in one visit are kept.
+    unseen = patient([(62.0, ["ICD10CM//E11.22", "ICD10CM//E11.9", "SNOMED//1"])], "new")
+    encoded = tok.encode_patient(unseen, return_unknown_count=True)
+    assert tok.convert_ids_to_tokens(encoded["input_ids"]) == ["[CLS]", "ICD10CM//E11", "ICD10CM//E11", "[UNK]", "[SEP]"]
+    assert encoded["num_unknown_codes"] == 1
+
+    # The setting is saved with the tokenizer; the Arrow path gives the same ids.
+    tok.save_pretrained(tmp_path)
+    loaded = BehrtTokenizerFast.from_pretrained(tmp_path)
+    assert loaded.code_hierarchy == "category"
+    table = datasets.Dataset.from_list([unseen], features=patient_features()).with_format("arrow")[:]
+    assert loaded.encode_patients(table)["input_ids"].to_pylist() == [encoded["input_ids"]]
+    assert BehrtTokenizerFast.build_vocab(train).code_hierarchy is None
+
+    with pytest.raises(ValueError, match="code_hierarchy"):
+        BehrtTokenizerFast.build_vocab(train, code_hierarchy="chapter")

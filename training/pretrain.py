@@ -34,6 +34,7 @@ from behrt_hf.data_collator import (
     SetEpochCallback,
     static_pretraining_targets,
 )
+from behrt_hf.tokenization_behrt import CODE_HIERARCHIES
 from behrt_hf.metrics.pretraining import PretrainingEvaluator, frequency_baseline
 from behrt_hf.tracking import RunTrackerCallback, write_summary
 from behrt_hf.training.common import BehrtTrainer, last_checkpoint, load_cohort, parse_args, parse_config_overrides, setup_logging
@@ -71,6 +72,10 @@ class DataArguments:
     max_length: int = field(default=256, metadata={"help": "Tokens per patient; older visits are dropped."})
     min_code_frequency: int = field(default=1, metadata={"help": "Rarer codes map to [UNK]."})
     max_vocab_size: int | None = field(default=None, metadata={"help": "Keep only the most frequent codes."})
+    code_hierarchy: str | None = field(
+        default=None,
+        metadata={"help": "'category': ICD codes coarsened to their 3-character category (a smaller, denser vocabulary)."},
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of codes masked per sequence."})
     eval_split: str = field(default="validation", metadata={"help": "Split used for evaluation."})
     max_eval_patients: int | None = field(default=None, metadata={"help": "Cap the evaluation set."})
@@ -85,6 +90,8 @@ class DataArguments:
             raise ValueError(f"--objective must be one of {OBJECTIVES}, got {self.objective!r}.")
         if self.synthetic is None and self.dataset_path is None:
             raise ValueError("Give --synthetic NAME or --dataset_path PATH.")
+        if self.code_hierarchy not in CODE_HIERARCHIES:
+            raise ValueError(f"--code_hierarchy must be one of {CODE_HIERARCHIES[1:]} (or unset), got {self.code_hierarchy!r}.")
         if self.max_length < 8:
             raise ValueError(f"--max_length must be at least 8, got {self.max_length}.")
 
@@ -147,7 +154,7 @@ def prepare_tokenizer(cohort, data_args, output_dir: Path, resuming: bool) -> Be
     """Vocabulary from the training split only; on resume it must equal the one saved with the run."""
     tokenizer = BehrtTokenizerFast.build_vocab(
         cohort["train"], min_frequency=data_args.min_code_frequency, max_size=data_args.max_vocab_size,
-        model_max_length=data_args.max_length,
+        model_max_length=data_args.max_length, code_hierarchy=data_args.code_hierarchy,
     )
     saved = output_dir / "tokenizer.json"
     if resuming and saved.exists():
