@@ -1,14 +1,18 @@
-"""The README's main command, run small: generate -> encode -> model -> train steps -> save -> reload."""
+"""The README's main command, run small: generate -> pretrain -> LoRA fine-tune -> oracle -> card."""
 
 import math
 
-from behrt_hf.training import demo
-
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    result = demo.main(["--output_dir", str(tmp_path / "demo"), "--steps", "3", "--batch_size", "8"])
-    assert len(result["losses"]) == 3 and all(math.isfinite(x) for x in result["losses"])
-    assert result["max_logit_difference"] <= 1e-5
-    saved = {p.name for p in (tmp_path / "demo").iterdir()}
-    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= saved
-    assert "reloaded with AutoModelForSequenceClassification" in capsys.readouterr().out
+    from behrt_hf.training import demo
+
+    result = demo.main(["--output_dir", str(tmp_path / "demo"), "--cohort", "small", "--task", "fall_1y",
+                        "--pretrain_steps", "3", "--finetune_steps", "4", "--batch_size", "16", "--use_cpu", "true"])
+    test = result["finetune"]["report"]["test"]
+    assert math.isfinite(test["model"]["auroc"]) and "oracle" in test
+    assert result["reload_difference"] < 1e-5
+    adapter = tmp_path / "demo" / "lora_fall_1y"
+    for name in ("adapter_model.safetensors", "adapter_config.json", "README.md", "roc.png", "summary.json"):
+        assert (adapter / name).exists(), name
+    out = capsys.readouterr().out
+    assert "oracle (Bayes ceiling)" in out and "ready to push" in out

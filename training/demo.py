@@ -1,120 +1,147 @@
 """The end-to-end demo on the synthetic default (`make demo`, console script `behrt-demo`).
 
-generate a synthetic cohort -> build the code vocabulary -> encode patients up to a task's index
-visit -> build a BEHRT from a preset -> a few training steps -> save -> reload with the Auto
-classes -> check the reloaded model gives the same outputs. Prints what happened at each step.
+generate a synthetic cohort -> pretrain a small BEHRT (MLM + NVP) -> LoRA fine-tune it for a
+clinical task -> evaluate against the oracle (the best achievable score) -> reload the adapter and
+check it reproduces the predictions -> a model-card folder ready to push. Budgeted in optimizer
+steps (deterministic), sized to finish within about ten minutes on two CPU cores.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser, set_seed
-
-from behrt_hf import BehrtConfig, BehrtForSequenceClassification, BehrtTokenizerFast, DataCollatorForBehrt, load_synthetic
-
-logger = logging.getLogger("behrt_hf.demo")
+from behrt_hf.training import finetune, pretrain
+from behrt_hf.training.common import parse_args
 
 
 @dataclass
 class DemoArguments:
-    output_dir: str = field(default="outputs/demo", metadata={"help": "Where the model and tokenizer are saved."})
-    cohort: str = field(default="tiny", metadata={"help": "Synthetic cohort size: tiny, small, medium or large."})
-    task: str = field(default="heart_failure_1y", metadata={"help": "Task column of the synthetic cohort."})
-    preset: str = field(default="small", metadata={"help": "Model size preset: small, medium, large or original."})
-    max_length: int = field(default=256, metadata={"help": "Tokens per patient sequence."})
-    batch_size: int = field(default=16, metadata={"help": "Patients per training step."})
-    steps: int = field(default=10, metadata={"help": "Training steps (AdamW) to run."})
-    seed: int = field(default=0, metadata={"help": "Seed of the cohort and of the model."})
+    output_dir: str = field(default="outputs/demo", metadata={"help": "Where everything is written."})
+    cohort: str = field(default="medium", metadata={"help": "Synthetic cohort size: tiny, small, medium or large."})
+    num_patients: int | None = field(default=None, metadata={"help": "Override the cohort's size."})
+    task: str = field(default="heart_failure_1y", metadata={"help": "heart_failure_1y or fall_1y."})
+    preset: str = field(default="small", metadata={"help": "Model size preset."})
+    pretrain_steps: int = field(default=400, metadata={"help": "Optimizer steps of pretraining."})
+    finetune_steps: int = field(default=300, metadata={"help": "Optimizer steps of LoRA fine-tuning."})
+    batch_size: int = field(default=32, metadata={"help": "Patients per step."})
+    max_length: int = field(default=256, metadata={"help": "Tokens per patient."})
+    seed: int = field(default=0, metadata={"help": "Seed of the cohort and of every run."})
+    use_cpu: bool = field(default=False, metadata={"help": "Stay on the CPU even if an accelerator is present."})
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be positive.")
+        if self.pretrain_steps < 1 or self.finetune_steps < 1 or self.batch_size < 1:
+            raise ValueError("pretrain_steps, finetune_steps and batch_size must be positive.")
 
 
-def step(message: str, start: float) -> None:
-    print(f"  [{time.perf_counter() - start:6.1f}s] {message}", flush=True)
+def stage(title: str, start: float) -> None:
+    print(f"\n[{time.perf_counter() - start:6.0f}s] {title}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    (args,) = parse_args((DemoArguments,), argv)
     start = time.perf_counter()
-    set_seed(args.seed)
-    print(f"behrt_hf demo: cohort={args.cohort} task={args.task} preset={args.preset}")
+    root = Path(args.output_dir)
+    common = ["--synthetic", args.cohort, "--data_seed_cohort", str(args.seed), "--seed", str(args.seed),
+              "--max_length", str(args.max_length), "--per_device_train_batch_size", str(args.batch_size),
+              "--per_device_eval_batch_size", "64", "--report_to", "none", "--disable_tqdm", "true", "--do_train"]
+    if args.num_patients:
+        common += ["--num_patients", str(args.num_patients)]
+    if args.use_cpu:
+        common += ["--use_cpu"]
 
-    cohort = load_synthetic(args.cohort, seed=args.seed)
-    train = cohort["train"]
-    step(f"generated {sum(len(s) for s in cohort.values())} synthetic patients "
-         f"({', '.join(f'{k} {len(v)}' for k, v in cohort.items())})", start)
+    stage(f"1/3 pretraining a '{args.preset}' BEHRT (MLM + next-visit prediction) on the synthetic "
+          f"'{args.cohort}' cohort for {args.pretrain_steps} steps", start)
+    pretrained = root / "pretrained"
+    pre = pretrain.main(common + [
+        "--output_dir", str(pretrained), "--objective", "mlm+nvp", "--preset", args.preset,
+        "--max_steps", str(args.pretrain_steps), "--learning_rate", "1e-3",
+        "--warmup_steps", str(max(1, args.pretrain_steps // 20)), "--logging_steps", str(max(1, args.pretrain_steps // 10)),
+        "--save_strategy", "steps", "--save_steps", str(max(1, args.pretrain_steps // 2)), "--save_total_limit", "1",
+    ])
 
-    tokenizer = BehrtTokenizerFast.build_vocab(train, model_max_length=args.max_length)
-    step(f"vocabulary from the training split: {len(tokenizer)} tokens (5 special)", start)
+    stage(f"2/3 LoRA fine-tuning for {args.task} ({args.finetune_steps} steps; inputs cut at each "
+          "patient's index visit)", start)
+    adapter = root / f"lora_{args.task}"
+    eval_every = max(1, args.finetune_steps // 6)
+    fine = finetune.main(common + [
+        "--output_dir", str(adapter), "--model_name_or_path", str(pretrained), "--task", args.task,
+        "--mode", "lora", "--max_steps", str(args.finetune_steps), "--learning_rate", "1e-3",
+        "--eval_strategy", "steps", "--eval_steps", str(eval_every), "--save_strategy", "steps",
+        "--save_steps", str(eval_every), "--save_total_limit", "1", "--load_best_model_at_end", "true",
+        "--metric_for_best_model", "auroc", "--logging_steps", str(eval_every),
+    ])
 
-    label, index = f"label_{args.task}", f"index_visit_{args.task}"
-    if label not in train.column_names:
-        raise ValueError(f"Task {args.task!r} not in the cohort; columns: {train.column_names}")
-    eligible = train.filter(lambda row: row[label] >= 0)  # excluded patients carry label -1
-    encoded = eligible.map(
-        tokenizer.encode_patients,
-        batched=True,
-        fn_kwargs={"until_visit": index},  # nothing after the index visit reaches the model
-        remove_columns=[c for c in eligible.column_names if c != label],
-    ).rename_column(label, "labels")
-    lengths = [len(ids) for ids in encoded["input_ids"]]
-    step(f"encoded {len(encoded)} eligible patients up to their index visit "
-         f"(tokens per patient: mean {sum(lengths) / len(lengths):.0f}, max {max(lengths)}; "
-         f"positive rate {sum(encoded['labels']) / len(encoded):.1%})", start)
+    stage("3/3 reloading the adapter and writing the model card", start)
+    reload_difference = check_adapter_reload(adapter, args)
+    card = write_card_folder(adapter, args)
 
-    config = BehrtConfig.from_preset(
-        args.preset, vocab_size=len(tokenizer), max_position_embeddings=args.max_length, num_labels=2
-    )
-    tokenizer.check_compatible(config)
-    model = BehrtForSequenceClassification(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    step(f"built BehrtForSequenceClassification from preset {args.preset!r}: {n_params / 1e6:.2f}M parameters, "
-         f"attention {model.config._attn_implementation}", start)
+    test = fine["report"]["test"]
+    pre_eval = pre["eval"]
+    rows = [
+        ("masked-code accuracy (validation)", pre_eval.get("eval_mlm_accuracy"), pre["baseline"].get("mlm_accuracy")),
+        ("next-visit micro-F1 (validation)", pre_eval.get("eval_nvp_micro_f1"), pre["baseline"].get("nvp_micro_f1")),
+    ]
+    print(f"\n{'=' * 72}\nbehrt_hf demo finished in {time.perf_counter() - start:.0f}s\n{'=' * 72}")
+    print(f"{'pretraining':<36} {'model':>8} {'frequency baseline':>19}")
+    for label, model, base in rows:
+        print(f"{label:<36} {model:>8.3f} {base:>19.3f}")
+    print(f"\n{args.task} on the test split ({test['model']['num_patients']} patients, "
+          f"prevalence {test['model']['prevalence']:.1%})")
+    print(f"{'':<36} {'AUROC':>8} {'AUPRC':>8} {'Brier':>8}")
+    for who in ("model", "oracle"):
+        if who in test:
+            m = test[who]
+            label = "BEHRT + LoRA" if who == "model" else "oracle (Bayes ceiling)"
+            print(f"{label:<36} {m['auroc']:>8.3f} {m['auprc']:>8.3f} {m['brier']:>8.3f}")
+    if "gap_to_oracle_auroc" in test:
+        print(f"{'gap to the oracle (AUROC)':<36} {test['gap_to_oracle_auroc']:>8.3f}")
+    percent = 100 * fine["trainable_parameters"] / fine["total_parameters"]
+    print(f"\nLoRA trained {fine['trainable_parameters']:,} of {fine['total_parameters']:,} parameters ({percent:.1f}%); "
+          f"adapter reload reproduces the predictions (max difference {reload_difference:.1e})")
+    print("plots: " + ", ".join(str(adapter / p) for p in ("roc.png", "pr.png", "calibration.png", "training_curves.png")))
+    print(f"pretraining curves: {pretrained / 'training_curves.png'}")
+    print(f"ready to push: {card}  (behrt-push {card} --repo_id you/behrt-{args.task}-lora)")
+    return {"pretrain": pre, "finetune": fine, "reload_difference": reload_difference, "card_folder": str(card)}
 
-    collate = DataCollatorForBehrt(pad_token_id=tokenizer.pad_token_id)
-    batch = collate([encoded[i] for i in range(min(args.batch_size, len(encoded)))])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    losses = []
-    for _ in range(args.steps):
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-    step(f"{args.steps} forward/backward/AdamW steps on one batch of {len(batch['labels'])}: "
-         f"loss {losses[0]:.4f} -> {losses[-1]:.4f}", start)
 
-    out_dir = Path(args.output_dir)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    step(f"saved to {out_dir}/: {', '.join(sorted(p.name for p in out_dir.iterdir()))}", start)
+def check_adapter_reload(adapter: Path, args: DemoArguments) -> float:
+    """Reload the saved adapter with PEFT's Auto class; max |difference| from the saved test predictions."""
+    import numpy as np
+    import torch
+    from peft import AutoPeftModelForSequenceClassification
 
-    reloaded = AutoModelForSequenceClassification.from_pretrained(out_dir).eval()
-    reloaded_tokenizer = AutoTokenizer.from_pretrained(out_dir)
-    model.eval()
+    from behrt_hf import BehrtTokenizerFast, DataCollatorForBehrt, load_synthetic
+
+    saved = json.loads((adapter / "predictions_test.json").read_text())
+    model = AutoPeftModelForSequenceClassification.from_pretrained(adapter, num_labels=1).eval()
+    tokenizer = BehrtTokenizerFast.from_pretrained(adapter)
+    data_args = finetune.FinetuneDataArguments(task=args.task, max_length=args.max_length)
+    cohort = load_synthetic(args.cohort, seed=args.seed, num_patients=args.num_patients)
+    test = finetune.encode(finetune.eligible(cohort["test"], data_args), tokenizer, data_args, "test")
+    n = min(16, len(test))
+    batch = DataCollatorForBehrt(tokenizer.pad_token_id)([test[i] for i in range(n)])
+    batch.pop("labels")
     with torch.no_grad():
-        diff = (model(**batch).logits - reloaded(**batch).logits).abs().max().item()
-    same_vocab = reloaded_tokenizer.get_vocab() == tokenizer.get_vocab()
-    step(f"reloaded with AutoModelForSequenceClassification ({type(reloaded).__name__}) and AutoTokenizer: "
-         f"max |logit difference| = {diff:.2e}, same vocabulary: {same_vocab}", start)
-    if diff > 1e-5 or not same_vocab:
-        raise SystemExit("The reloaded model or tokenizer differs from the saved one.")
-    print(f"done in {time.perf_counter() - start:.1f}s")
-    return {"losses": losses, "max_logit_difference": diff, "output_dir": str(out_dir)}
+        probabilities = torch.sigmoid(model(**batch).logits).reshape(-1).numpy()
+    return float(np.abs(probabilities - np.asarray(saved["probability"][:n])).max())
+
+
+def write_card_folder(adapter: Path, args: DemoArguments) -> Path:
+    """The adapter folder with its model card (README.md): what `push_to_hub` would upload."""
+    from behrt_hf.hub import render_model_card
+
+    summary = json.loads((adapter / "summary.json").read_text())
+    card = render_model_card(adapter, summary, kind="adapter", base_model=summary["model"]["base_model"])
+    card.save(adapter / "README.md")
+    return adapter
 
 
 def cli() -> None:
-    """Console-script entry point (`behrt-demo`): main() without its return value."""
+    """Console-script entry point (`behrt-demo`)."""
     main(sys.argv[1:])
 
 
