@@ -288,9 +288,10 @@ class DataCollatorForPretraining:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _rng(self, feature: Mapping[str, Any]) -> np.random.Generator:
+    def _rng(self, feature: Mapping[str, Any], epoch: int | None = None) -> np.random.Generator:
         if "example_id" in feature:
-            return np.random.default_rng([self.seed, 1, self.epoch, int(feature["example_id"])])
+            epoch = self.epoch if epoch is None else epoch
+            return np.random.default_rng([self.seed, 1, epoch, int(feature["example_id"])])
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -330,11 +331,14 @@ class DataCollatorForPretraining:
             targets[torch.from_numpy(np.repeat(np.arange(len(codes)), counts)), torch.from_numpy(flat)] = 1.0
         return targets
 
-    def cut_lengths(self, visit_ids: Sequence[Sequence[int]], example_ids: Sequence[int], chunk: int = 4096) -> np.ndarray:
-        """Each example's input length in this epoch's batches: after its next-visit cut with NVP, its
-        full length otherwise. The cut depends only on (seed, epoch, example_id), so it is known before
-        batching: a sampler can group patients by this length (with NVP, grouping by the uncut length
-        leaves each batch's cut lengths spread from one visit to the whole record)."""
+    def cut_lengths(
+        self, visit_ids: Sequence[Sequence[int]], example_ids: Sequence[int], chunk: int = 4096, epoch: int | None = None
+    ) -> np.ndarray:
+        """Each example's input length in the batches of `epoch` (default: the current one): after its
+        next-visit cut with NVP, its full length otherwise. The cut depends only on (seed, epoch,
+        example_id), so it is known before batching: a sampler can group patients by this length
+        (with NVP, grouping by the uncut length leaves each batch's cut lengths spread from one
+        visit to the whole record); see `CutLengthGroupedSampler`."""
         lengths = np.fromiter((len(v) for v in visit_ids), np.int64, len(visit_ids))
         if not self.nvp:
             return lengths
@@ -342,7 +346,7 @@ class DataCollatorForPretraining:
         for first in range(0, len(lengths), chunk):
             part = slice(first, first + chunk)
             visits = pad_rows(visit_ids[part], lengths[part], int(lengths[part].max()), 0)
-            rngs = [self._rng({"example_id": i}) for i in example_ids[part]]
+            rngs = [self._rng({"example_id": i}, epoch) for i in example_ids[part]]
             out[part] = _visit_span(visits, self._draw_target_visits(visits.max(1), rngs), lengths[part])[0]
         return out
 
@@ -400,6 +404,59 @@ def static_pretraining_targets(
     return out
 
 
+class CutLengthGroupedSampler(torch.utils.data.Sampler):
+    """Length-grouped training order by the lengths the collator will actually produce this epoch.
+
+    With next-visit prediction every patient is cut at a visit drawn anew each epoch, so grouping by
+    the uncut length (transformers' `LengthGroupedSampler`) leaves batches of very uneven inputs.
+    The cuts depend only on (seed, epoch, example_id), so this sampler asks the collator for each
+    epoch's cut lengths (`DataCollatorForPretraining.cut_lengths`) and groups by those, in the
+    order of transformers' `get_length_grouped_indices` (mega-batches of similar length, the
+    longest batch first), shuffled by a generator seeded with (seed, epoch): the same order in
+    every process and after a resume. The Trainer calls `set_epoch` at each epoch.
+
+    `visit_ids` / `example_ids` are the training set's columns; an Arrow column is kept as one
+    flat array (no Python list per patient).
+    """
+
+    def __init__(self, collator: "DataCollatorForPretraining", visit_ids, example_ids, batch_size: int, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self.collator, self.batch_size, self.seed, self.epoch = collator, int(batch_size), int(seed), 0
+        self.visit_ids = _row_views(visit_ids)
+        self.example_ids = np.asarray(example_ids, dtype=np.int64)
+        if len(self.visit_ids) != len(self.example_ids):
+            raise ValueError(f"{len(self.visit_ids)} visit_ids rows but {len(self.example_ids)} example_ids.")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.example_ids)
+
+    def lengths(self, epoch: int | None = None) -> np.ndarray:
+        return self.collator.cut_lengths(self.visit_ids, self.example_ids, epoch=self.epoch if epoch is None else epoch)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, 2, self.epoch]).generate_state(1)[0]))
+        yield from get_length_grouped_indices(self.lengths().tolist(), self.batch_size, generator=generator)
+
+
+def _row_views(rows) -> Sequence[np.ndarray]:
+    """Rows of a list column as numpy views of one flat array (from Arrow), or the rows as they are."""
+    import pyarrow as pa
+
+    if isinstance(rows, pa.ChunkedArray):
+        rows = rows.combine_chunks()
+    if isinstance(rows, (pa.ListArray, pa.LargeListArray)):
+        offsets = rows.offsets.to_numpy()
+        flat = rows.flatten().to_numpy(zero_copy_only=False)
+        return np.split(flat, offsets[1:-1] - offsets[0])
+    return rows
+
+
 class SetEpochCallback(TrainerCallback):
     """Tells a collator with `set_epoch` which epoch the Trainer is in (also after a resume)."""
 
@@ -411,6 +468,7 @@ class SetEpochCallback(TrainerCallback):
 
 
 __all__ = [
+    "CutLengthGroupedSampler",
     "DataCollatorForBehrt",
     "DataCollatorForPretraining",
     "SetEpochCallback",

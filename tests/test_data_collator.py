@@ -124,3 +124,37 @@ def test_cut_lengths_are_the_lengths_in_the_batches(tokenizer, encoded, objectiv
         lengths = collate.cut_lengths([f["visit_ids"] for f in features], [f["example_id"] for f in features], chunk=7)
         batch = collate(features)
         assert lengths.tolist() == batch["attention_mask"].sum(1).tolist()
+
+
+def test_cut_length_grouped_sampler_groups_by_this_epochs_cut_lengths(tokenizer):
+    import datasets
+
+    from behrt_hf.data_collator import CutLengthGroupedSampler
+
+    patients = [p for p in make_patients(400, seed=5, max_visits=12) if len(p["visits"]) >= 2]
+    features = [dict(tokenizer.encode_patient(p), example_id=i) for i, p in enumerate(patients)]
+    table = datasets.Dataset.from_list(features).with_format("arrow")
+    collate = DataCollatorForPretraining(tokenizer, objective="mlm+nvp", seed=3)
+    sampler = CutLengthGroupedSampler(collate, table["visit_ids"], table["example_id"], batch_size=16, seed=3)
+
+    def padding(order, epoch):
+        collate.set_epoch(epoch)
+        batches = [collate([features[i] for i in order[k:k + 16]]) for k in range(0, len(order), 16)]
+        mask = torch.cat([b["attention_mask"].reshape(-1) for b in batches])
+        return 1 - mask.float().mean().item()
+
+    orders = {}
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        orders[epoch] = list(sampler)
+        assert sorted(orders[epoch]) == list(range(len(features)))  # a permutation
+        assert orders[epoch] == list(sampler)  # deterministic given (seed, epoch): the same after a resume
+        # The sampler's lengths are the lengths the collator produces this epoch, and grouping by them pads far less.
+        lengths = sampler.lengths()
+        collate.set_epoch(epoch)
+        assert lengths.tolist() == collate(features)["attention_mask"].sum(1).tolist()
+        shuffled = np.random.default_rng(epoch).permutation(len(features)).tolist()
+        assert padding(orders[epoch], epoch) < 0.5 * padding(shuffled, epoch)
+    assert orders[0] != orders[1]
+    with pytest.raises(ValueError, match="example_ids"):
+        CutLengthGroupedSampler(collate, table["visit_ids"], [0, 1], batch_size=16)

@@ -81,12 +81,22 @@ def parse_config_overrides(text: str | None) -> dict:
 
 
 class BehrtTrainer(Trainer):
-    """`Trainer` whose evaluation and prediction keep the dataset's order.
+    """`Trainer` whose evaluation and prediction keep the dataset's order, and can take a training sampler.
 
     transformers 5 applies `train_sampling_strategy="group_by_length"` to evaluation too (a
     shuffled length-grouped sampler), so `predict(dataset).predictions[i]` is not patient `i`.
     Training batches stay length-grouped; evaluation is sequential (sharded by accelerate under DDP).
     """
+
+    def __init__(self, *args, train_sampler=None, **kwargs):
+        """`train_sampler`: use this sampler for the training set (e.g. `CutLengthGroupedSampler`)."""
+        super().__init__(*args, **kwargs)
+        self.custom_train_sampler = train_sampler
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.custom_train_sampler is not None and (train_dataset is None or train_dataset is self.train_dataset):
+            return self.custom_train_sampler
+        return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset):
         if eval_dataset is None or not hasattr(eval_dataset, "__len__"):

@@ -30,6 +30,7 @@ from behrt_hf import (
 from behrt_hf.data_collator import (
     OBJECTIVES,
     TOKEN_COLUMNS,
+    CutLengthGroupedSampler,
     DataCollatorForPretraining,
     SetEpochCallback,
     static_pretraining_targets,
@@ -196,8 +197,15 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
                                           mlm_probability=data_args.mlm_probability, seed=training_args.seed)
     evaluator = PretrainingEvaluator(data_args.objective, collator.first_code_id)
 
-    # 6. Trainer
+    # 6. Trainer; with NVP, length groups by each epoch's cut lengths
+    sampler = None
+    if training_args.train_sampling_strategy == "group_by_length" and collator.nvp:
+        sampler = CutLengthGroupedSampler(
+            collator, train_dataset.with_format("arrow")["visit_ids"], train_dataset["example_id"],
+            training_args.train_batch_size * training_args.gradient_accumulation_steps, seed=training_args.seed,
+        )
     trainer = BehrtTrainer(
+        train_sampler=sampler,
         model=model,
         args=training_args,
         train_dataset=train_dataset,
