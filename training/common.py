@@ -42,6 +42,12 @@ def setup_logging(training_args, logger: logging.Logger) -> None:
     )
 
 
+def no_pinned_memory_on_cpu(training_args) -> None:
+    """Pinned host memory only helps copies to an accelerator; on the CPU it only earns a warning per loader."""
+    if training_args.device.type == "cpu":
+        training_args.dataloader_pin_memory = False
+
+
 def last_checkpoint(training_args, logger: logging.Logger) -> str | None:
     """The checkpoint to resume from: rerunning the same command continues an interrupted run."""
     output_dir = Path(training_args.output_dir)

@@ -33,7 +33,15 @@ from behrt_hf import BehrtConfig, BehrtForSequenceClassification, BehrtTokenizer
 from behrt_hf.metrics import compute_binary_metrics
 from behrt_hf.plotting import plot_binary_predictions
 from behrt_hf.tracking import RunTrackerCallback, write_summary
-from behrt_hf.training.common import BehrtTrainer, last_checkpoint, load_cohort, parse_args, parse_config_overrides, setup_logging
+from behrt_hf.training.common import (
+    BehrtTrainer,
+    last_checkpoint,
+    load_cohort,
+    no_pinned_memory_on_cpu,
+    parse_args,
+    parse_config_overrides,
+    setup_logging,
+)
 
 logger = logging.getLogger("behrt_hf.finetune")
 
@@ -230,6 +238,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
         (FinetuneModelArguments, FinetuneDataArguments, TrainingArguments), argv
     )
     training_args.remove_unused_columns = False  # the collator picks its columns
+    no_pinned_memory_on_cpu(training_args)
     if training_args.train_sampling_strategy == "random" and data_args.class_imbalance != "sampler":
         training_args.train_sampling_strategy = "group_by_length"
 

@@ -38,7 +38,15 @@ from behrt_hf.data_collator import (
 from behrt_hf.tokenization_behrt import CODE_HIERARCHIES
 from behrt_hf.metrics.pretraining import PretrainingEvaluator, frequency_baseline
 from behrt_hf.tracking import RunTrackerCallback, write_summary
-from behrt_hf.training.common import BehrtTrainer, last_checkpoint, load_cohort, parse_args, parse_config_overrides, setup_logging
+from behrt_hf.training.common import (
+    BehrtTrainer,
+    last_checkpoint,
+    load_cohort,
+    no_pinned_memory_on_cpu,
+    parse_args,
+    parse_config_overrides,
+    setup_logging,
+)
 
 logger = logging.getLogger("behrt_hf.pretrain")
 
@@ -170,6 +178,7 @@ def prepare_tokenizer(cohort, data_args, output_dir: Path, resuming: bool) -> Be
 def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
     training_args.remove_unused_columns = False  # the collator needs next_visit_codes etc.
+    no_pinned_memory_on_cpu(training_args)
     if data_args.group_by_length and training_args.train_sampling_strategy == "random":
         training_args.train_sampling_strategy = "group_by_length"
     if training_args.include_num_input_tokens_seen in (None, "no", False):
