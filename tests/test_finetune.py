@@ -73,6 +73,20 @@ def test_missing_task_columns_are_reported(task_cohort):
         finetune.eligible(datasets.load_from_disk(path)["train"], args)
 
 
+def test_a_split_without_positives_fails_before_training(task_cohort, tmp_path):
+    """A test split that cannot be scored is reported up front, naming the task and the split."""
+    path, splits = task_cohort
+    negatives = [dict(p, label_demo=0) for p in splits["test"] if p["label_demo"] >= 0]
+    features = patient_features(tasks=["demo"], with_oracle=True)
+    data = datasets.load_from_disk(path)
+    data["test"] = datasets.Dataset.from_list(negatives, features=features)
+    broken = tmp_path / "data"
+    data.save_to_disk(str(broken))
+    with pytest.raises(ValueError, match=f"'demo': the test split has {len(negatives)} eligible patients and 0 positive"):
+        run(str(broken), tmp_path / "run", "--mode", "full", "--config_overrides", TINY, "--max_steps", "2")
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
 def run(path, out, *extra):
     return finetune.main(["--dataset_path", path, "--output_dir", str(out), "--do_train", *COMMON, *extra])
 

@@ -138,6 +138,18 @@ def eligible(split: datasets.Dataset, data_args: FinetuneDataArguments) -> datas
     return split.filter(lambda y, i: y >= 0 and i >= 0, input_columns=[data_args.label, data_args.index_visit])
 
 
+def require_both_classes(split: datasets.Dataset, name: str, data_args: FinetuneDataArguments) -> None:
+    """Fail before training, not after it, when a split cannot be scored: AUROC needs both classes."""
+    labels = np.asarray(split[data_args.label])
+    positives = int(labels.sum())
+    if positives == 0 or positives == len(labels):
+        raise ValueError(
+            f"Task {data_args.task!r}: the {name} split has {len(labels)} eligible patients and {positives} "
+            f"positive, so AUROC cannot be computed on it. Use a larger cohort (e.g. --synthetic medium) "
+            f"or another task."
+        )
+
+
 def label_subset(train: datasets.Dataset, fraction: float, label: str, seed: int) -> datasets.Dataset:
     """A seeded, stratified `fraction` of the training patients: that share of each class, at least one."""
     if fraction >= 1.0:
@@ -256,6 +268,8 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     splits = {"train": eligible(cohort["train"], data_args)}
     for name in {data_args.eval_split, data_args.test_split} - {""}:
         splits[name] = eligible(cohort[name], data_args)
+    for name, split in splits.items():
+        require_both_classes(split, name, data_args)
     labelled_train = label_subset(splits["train"], data_args.label_fraction, data_args.label, training_args.seed)
 
     if model_args.model_name_or_path:
