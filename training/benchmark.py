@@ -1,6 +1,6 @@
 """Does pretraining pay off? Fine-tuning modes against training from scratch, at several label fractions.
 
-    behrt-benchmark --output_dir runs/benchmark --synthetic small --task heart_failure_1y
+    behrt-benchmark --output_dir runs/benchmark --synthetic medium --task fall_1y
 
 On one generated cohort, with the same seeds: (a) from scratch, (b) pretrained + full fine-tuning,
 (c) pretrained + LoRA, (d) pretrained + probe, each at label fractions 1%, 10% and 100% of the
@@ -41,10 +41,13 @@ ARMS = {  # name -> (uses the pretrained model, fine-tuning mode)
 @dataclass
 class BenchmarkArguments:
     output_dir: str = field(default="runs/benchmark", metadata={"help": "Where runs, charts and summaries go."})
-    synthetic: str = field(default="small", metadata={"help": "Synthetic cohort: tiny, small, medium or large."})
+    synthetic: str = field(
+        default="medium",
+        metadata={"help": "Synthetic cohort: tiny, small, medium or large (small's test split is too small to rank arms)."},
+    )
     dataset_path: str | None = field(default=None, metadata={"help": "A saved DatasetDict instead of --synthetic."})
     num_patients: int | None = field(default=None, metadata={"help": "Override the cohort's size."})
-    task: str = field(default="heart_failure_1y", metadata={"help": "Task of the synthetic cohort."})
+    task: str = field(default="fall_1y", metadata={"help": "Task of the synthetic cohort."})
     label_fractions: str = field(default="0.01,0.1,1.0", metadata={"help": "Comma-separated label fractions."})
     arms: str = field(default="scratch,full,lora,probe", metadata={"help": f"Comma-separated, of {list(ARMS)}."})
     preset: str = field(default="small", metadata={"help": "Model size."})
@@ -52,11 +55,12 @@ class BenchmarkArguments:
     max_length: int = field(default=256, metadata={"help": "Tokens per patient."})
     seed: int = field(default=0, metadata={"help": "Seed of the cohort, the subsets and every run."})
     pretrained_model: str | None = field(default=None, metadata={"help": "Use this pretrained model (skip pretraining)."})
-    pretrain_steps: int = field(default=600, metadata={"help": "Optimizer steps of pretraining (mlm+nvp)."})
+    pretrain_steps: int = field(default=2000, metadata={"help": "Optimizer steps of pretraining (mlm+nvp)."})
+    pretrain_learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate of pretraining."})
     finetune_steps: int = field(default=300, metadata={"help": "Optimizer steps of every fine-tuning run."})
     eval_every: int = field(default=50, metadata={"help": "Validation every N steps; the best checkpoint is kept."})
     batch_size: int = field(default=32, metadata={"help": "Patients per step."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Pretraining and scratch/LoRA/probe learning rate."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of scratch, LoRA and probe."})
     full_finetune_learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate of pretrained + full."})
     use_cpu: bool = field(default=False, metadata={"help": "Run on CPU even if an accelerator is present."})
 
@@ -88,9 +92,9 @@ def run_pretraining(args: BenchmarkArguments, root: Path) -> str:
     if (out / "model.safetensors").exists():
         return str(out)
     flags = common_training_args(args, out, args.pretrain_steps) + [
-        "--objective", "mlm+nvp", "--preset", args.preset, "--learning_rate", str(args.learning_rate),
+        "--objective", "mlm+nvp", "--preset", args.preset, "--learning_rate", str(args.pretrain_learning_rate),
         "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", str(args.pretrain_steps // 2),
-        "--save_total_limit", "1", "--warmup_steps", str(args.pretrain_steps // 20),
+        "--save_total_limit", "1", "--warmup_steps", str(max(1, min(100, args.pretrain_steps // 20))),
     ]
     if args.config_overrides:
         flags += ["--config_overrides", args.config_overrides]

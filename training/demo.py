@@ -23,9 +23,9 @@ class DemoArguments:
     output_dir: str = field(default="outputs/demo", metadata={"help": "Where everything is written."})
     cohort: str = field(default="medium", metadata={"help": "Synthetic cohort size: tiny, small, medium or large."})
     num_patients: int | None = field(default=None, metadata={"help": "Override the cohort's size."})
-    task: str = field(default="heart_failure_1y", metadata={"help": "heart_failure_1y or fall_1y."})
+    task: str = field(default="fall_1y", metadata={"help": "fall_1y or heart_failure_1y."})
     preset: str = field(default="small", metadata={"help": "Model size preset."})
-    pretrain_steps: int = field(default=400, metadata={"help": "Optimizer steps of pretraining."})
+    pretrain_steps: int = field(default=1500, metadata={"help": "Optimizer steps of pretraining."})
     finetune_steps: int = field(default=300, metadata={"help": "Optimizer steps of LoRA fine-tuning."})
     batch_size: int = field(default=32, metadata={"help": "Patients per step."})
     max_length: int = field(default=256, metadata={"help": "Tokens per patient."})
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     pretrained = root / "pretrained"
     pre = pretrain.main(common + [
         "--output_dir", str(pretrained), "--objective", "mlm+nvp", "--preset", args.preset,
-        "--max_steps", str(args.pretrain_steps), "--learning_rate", "1e-3",
-        "--warmup_steps", str(max(1, args.pretrain_steps // 20)), "--logging_steps", str(max(1, args.pretrain_steps // 10)),
+        "--max_steps", str(args.pretrain_steps), "--learning_rate", "2e-3",
+        "--warmup_steps", str(max(1, min(100, args.pretrain_steps // 20))), "--logging_steps", str(max(1, args.pretrain_steps // 10)),
         "--save_strategy", "steps", "--save_steps", str(max(1, args.pretrain_steps // 2)), "--save_total_limit", "1",
     ])
 
