@@ -202,16 +202,21 @@ def mask_rows(
     return masked, labels
 
 
-def next_visit_cut(feature: Mapping[str, Any], target_visit: int, sep_token_id: int) -> tuple[dict, list[int]]:
+def next_visit_cut(
+    feature: Mapping[str, Any], target_visit: int, sep_token_id: int, cls_age: str = "last"
+) -> tuple[dict, list[int]]:
     """Split an encoded patient at a visit: input = everything before `target_visit`, target = its codes.
 
     `target_visit` is a visit number as in `visit_ids` (the first visit is 1), at least 2. Nothing
-    from the target visit or later stays in the input.
+    from the target visit or later stays in the input: with `cls_age="last"` (the tokenizer's
+    `cls_age`) [CLS] takes the age of the input's new last visit.
     """
     visit_ids = np.asarray(feature["visit_ids"])[None, :]
     start, end = _visit_span(visit_ids, np.array([target_visit]), np.array([visit_ids.shape[1]]))
     ids = np.asarray(feature["input_ids"][start[0]:end[0]])
-    cut = {k: feature[k][: start[0]] for k in TOKEN_COLUMNS if k in feature}
+    cut = {k: list(feature[k][: start[0]]) for k in TOKEN_COLUMNS if k in feature}
+    if cls_age == "last" and "age_ids" in cut:
+        cut["age_ids"][0] = cut["age_ids"][-1]  # the [SEP] closing the last kept visit carries its age
     return cut, ids[ids != sep_token_id].tolist()
 
 
@@ -270,6 +275,7 @@ class DataCollatorForPretraining:
         self.first_code_id = first_code_id(tok)
         # Read once: attribute access on a transformers tokenizer is slow.
         self._pad_id, self._sep_id, self._mask_id = tok.pad_token_id, tok.sep_token_id, tok.mask_token_id
+        self._cls_age = tok.cls_age
         self._real_tokens = 0
         self._padded_tokens = 0
 
@@ -377,6 +383,8 @@ class DataCollatorForPretraining:
             values = values[:, :length].copy()
             values[outside] = _pad_value(name, self._pad_id)
             cut[name] = values
+        if self._cls_age == "last" and "age_ids" in cut:  # [CLS] takes the age of the new last visit
+            cut["age_ids"][:, 0] = cut["age_ids"][np.arange(len(start)), start - 1]
         return cut, start, targets
 
 
@@ -390,7 +398,7 @@ def static_pretraining_targets(
     """
     out = {k: list(example[k]) for k in TOKEN_COLUMNS if k in example}
     if "nvp" in objective:
-        out, target = next_visit_cut(out, num_visits(out), tokenizer.sep_token_id)
+        out, target = next_visit_cut(out, num_visits(out), tokenizer.sep_token_id, tokenizer.cls_age)
         out["next_visit_codes"] = target
     if "mlm" in objective:
         ids = np.asarray(out["input_ids"], dtype=np.int64)[None, :]

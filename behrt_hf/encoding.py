@@ -220,13 +220,15 @@ def encode_columns(
     age_steps_per_year: int,
     max_age: int,
     code_map: Callable[[pa.Array], pa.Array] | None = None,
+    cls_age: str = "last",
 ) -> EncodedColumns:
     """`[CLS] codes of visit 1 [SEP] ...` for every patient of a validated batch.
 
     Visits after `until` (per patient, or None) are cut; then whole visits are dropped from the
     oldest end until the rest fits in `max_length` tokens; if even the last visit alone does not
     fit, its first `max_length - 2` codes are kept. `code_map` (e.g. the code hierarchy) rewrites
-    the kept codes before the lookup. Codes missing from `vocab` become [UNK].
+    the kept codes before the lookup. Codes missing from `vocab` become [UNK]. [CLS] carries the
+    age of the last kept visit (`cls_age="last"`) or of the first (`"first"`, the BEHRT paper).
     """
     nv, nc = patients.visits_per_patient, patients.codes_per_visit
     visit_start = exclusive_cumsum(nv)  # (P + 1,)
@@ -281,10 +283,10 @@ def encode_columns(
 
     input_ids = np.full(len(visit_of_token), special_ids["sep"], dtype=np.int64)
     input_ids[~is_sep] = code_ids
-    first_kept = kept_start[:-1]
+    cls_visit = kept_start[1:] - 1 if cls_age == "last" else kept_start[:-1]  # last / first kept visit
     columns = {
         "input_ids": scatter(special_ids["cls"], input_ids),
-        "age_ids": scatter(age_id[first_kept], age_id[visit_of_token]),
+        "age_ids": scatter(age_id[cls_visit], age_id[visit_of_token]),
         "segment_ids": scatter(0, ((number - 1) % 2)[visit_of_token]),
         "visit_ids": scatter(0, number[visit_of_token]),
         "attention_mask": np.ones(offsets[-1], dtype=np.int64),

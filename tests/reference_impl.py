@@ -3,6 +3,8 @@
 The oracle of the equivalence tests (tests/test_vectorised_equivalence.py) and the "before" of
 tests/compare_pipeline_speed.py: the vectorised implementations in behrt_hf must give exactly
 what these give. Do not edit, except to follow a deliberate change of the expected output.
+Deliberate changes since: [CLS] carries the last kept visit's age when the tokenizer's `cls_age`
+is "last" (also after a next-visit cut).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def encode_patient(tokenizer, patient, max_length=None, until_visit=None, return
     vocab = tokenizer.get_vocab()
     unk_id, cls_id, sep_id = tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id
     input_ids = [cls_id]
-    age_ids = [tokenizer.age_to_id(kept[0]["age"])]
+    age_ids = [tokenizer.age_to_id(kept[-1 if tokenizer.cls_age == "last" else 0]["age"])]
     segment_ids = [0]
     visit_ids = [0]
     unknown = 0
@@ -139,14 +141,16 @@ def pad_features(features, pad_token_id, pad_to_multiple_of=None, max_length=Non
     return batch
 
 
-def next_visit_cut(feature: Mapping[str, Any], target_visit: int, sep_token_id: int):
+def next_visit_cut(feature: Mapping[str, Any], target_visit: int, sep_token_id: int, cls_age: str = "last"):
     visit_ids = feature["visit_ids"]
     start = visit_ids.index(target_visit)
     end = start
     while end < len(visit_ids) and visit_ids[end] == target_visit:
         end += 1
     target = [t for t in feature["input_ids"][start:end] if t != sep_token_id]
-    cut = {k: feature[k][:start] for k in TOKEN_COLUMNS if k in feature}
+    cut = {k: list(feature[k][:start]) for k in TOKEN_COLUMNS if k in feature}
+    if cls_age == "last" and "age_ids" in cut:
+        cut["age_ids"][0] = cut["age_ids"][-1]
     return cut, target
 
 
@@ -210,7 +214,8 @@ class DataCollatorForPretraining:
             n = num_visits(f)
             if n < 2:
                 raise ValueError("Next-visit prediction needs patients with at least two visits.")
-            cut, target = next_visit_cut(f, int(rng.integers(2, n + 1)), self.tokenizer.sep_token_id)
+            cut, target = next_visit_cut(f, int(rng.integers(2, n + 1)), self.tokenizer.sep_token_id,
+                                         self.tokenizer.cls_age)
             cut_features.append(cut)
             targets.append(target)
         return cut_features, targets
@@ -219,7 +224,7 @@ class DataCollatorForPretraining:
 def static_pretraining_targets(example, idx, tokenizer, objective, seed, mlm_probability=0.15):
     out = {k: list(example[k]) for k in TOKEN_COLUMNS if k in example}
     if "nvp" in objective:
-        out, target = next_visit_cut(out, num_visits(out), tokenizer.sep_token_id)
+        out, target = next_visit_cut(out, num_visits(out), tokenizer.sep_token_id, tokenizer.cls_age)
         out["next_visit_codes"] = target
     if "mlm" in objective:
         ids = np.asarray(out["input_ids"], dtype=np.int64)[None, :]

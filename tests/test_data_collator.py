@@ -67,8 +67,10 @@ def test_next_visit_cut_never_leaks_the_target_visit(tokenizer, encoded):
     for feature in encoded:
         n = max(feature["visit_ids"])
         for target in range(2, n + 1):
-            cut, codes = next_visit_cut(feature, target, tokenizer.sep_token_id)
+            cut, codes = next_visit_cut(feature, target, tokenizer.sep_token_id, tokenizer.cls_age)
             assert max(cut["visit_ids"]) == target - 1  # only visits before the target
+            # no later age either: [CLS] carries the age of the last visit left in the input
+            assert cut["age_ids"][0] == cut["age_ids"][-1] == max(cut["age_ids"])
             assert len(cut["input_ids"]) == feature["visit_ids"].index(target)
             expected = [t for t, v in zip(feature["input_ids"], feature["visit_ids"])
                         if v == target and t != tokenizer.sep_token_id]
@@ -86,6 +88,8 @@ def test_nvp_collator_targets_match_the_visit_after_the_input(tokenizer, encoded
                         if v == k + 1 and t >= first}
         assert set(torch.nonzero(batch["next_visit_labels"][row]).flatten().tolist()) == target_codes
         assert length == feature["visit_ids"].index(k + 1)  # nothing of visit k+1 or later in the input
+        ages = batch["age_ids"][row, :length]
+        assert ages[0] == ages[-1] == ages.max()  # [CLS]: the input's last age, never the target visit's
     assert batch["labels"].shape == batch["input_ids"].shape
 
 

@@ -65,10 +65,24 @@ def test_encode_patient_format(tokenizer):
     enc = tokenizer.encode_patient(patient([(40.0, ["A", "B"]), (40.5, ["C"]), (41.2, ["D", "A"])]))
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     assert enc["input_ids"] == [cls, 5, 6, sep, 7, sep, 8, 5, sep]
-    assert enc["age_ids"] == [41, 41, 41, 41, 41, 41, 42, 42, 42]  # floor(age) + 1
+    assert enc["age_ids"] == [42, 41, 41, 41, 41, 41, 42, 42, 42]  # floor(age) + 1; [CLS]: the last visit's
     assert enc["segment_ids"] == [0, 0, 0, 0, 1, 1, 0, 0, 0]
     assert enc["visit_ids"] == [0, 1, 1, 1, 2, 2, 3, 3, 3]
     assert enc["attention_mask"] == [1] * 9
+
+
+def test_cls_age_is_the_last_or_the_first_visits_and_is_saved(tmp_path):
+    visits = [(40.0, ["A"]), (45.5, ["B"]), (52.9, ["A", "B"])]
+    last = BehrtTokenizerFast.build_vocab([patient(visits)])
+    first = BehrtTokenizerFast.build_vocab([patient(visits)], cls_age="first")
+    assert last.cls_age == "last" and first.cls_age == "first"
+    assert last.encode_patient(patient(visits))["age_ids"][0] == 53
+    assert last.encode_patient(patient(visits), until_visit=1)["age_ids"][0] == 46  # the index visit's age
+    assert first.encode_patient(patient(visits))["age_ids"][0] == 41
+    first.save_pretrained(tmp_path)
+    assert BehrtTokenizerFast.from_pretrained(tmp_path).cls_age == "first"
+    with pytest.raises(ValueError, match="cls_age"):
+        BehrtTokenizerFast.build_vocab([patient(visits)], cls_age="middle")
 
 
 def test_age_ids_in_months_and_clipping():
@@ -89,7 +103,7 @@ def test_truncation_drops_whole_visits_from_the_oldest_end(tokenizer):
     enc = tokenizer.encode_patient(p, max_length=7)  # CLS + (C SEP) + (D A SEP) = 6 fits; +3 does not
     assert tokenizer.convert_ids_to_tokens(enc["input_ids"]) == ["[CLS]", "C", "[SEP]", "D", "A", "[SEP]"]
     assert enc["visit_ids"] == [0, 1, 1, 2, 2, 2]  # kept visits renumbered from 1
-    assert enc["age_ids"][0] == 41  # [CLS] carries the first kept visit's age
+    assert enc["age_ids"][0] == 42  # [CLS] carries the last kept visit's age
     # the most recent visit alone too long: its first codes are kept
     enc = tokenizer.encode_patient(patient([(40.0, ["A", "B", "C", "D"])]), max_length=4)
     assert tokenizer.convert_ids_to_tokens(enc["input_ids"]) == ["[CLS]", "A", "B", "[SEP]"]
