@@ -51,11 +51,11 @@ def no_pinned_memory_on_cpu(training_args) -> None:
 def last_checkpoint(training_args, logger: logging.Logger) -> str | None:
     """The checkpoint to resume from: rerunning the same command continues an interrupted run."""
     output_dir = Path(training_args.output_dir)
-    if not (output_dir.is_dir() and training_args.do_train) or getattr(training_args, "overwrite_output_dir", False):
+    if not (output_dir.is_dir() and training_args.do_train):
         return None
     checkpoint = get_last_checkpoint(str(output_dir))
     if checkpoint is not None:
-        logger.warning("Resuming from %s (use --overwrite_output_dir to start over).", checkpoint)
+        logger.warning("Resuming from %s (to start over, delete it or choose another --output_dir).", checkpoint)
     return checkpoint
 
 

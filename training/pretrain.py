@@ -170,7 +170,7 @@ def prepare_tokenizer(cohort, data_args, output_dir: Path, resuming: bool) -> Be
         if BehrtTokenizerFast.from_pretrained(output_dir).get_vocab() != tokenizer.get_vocab():
             raise ValueError(
                 f"The vocabulary built from the data differs from the one saved in {output_dir}: the data changed "
-                "since the checkpoint. Use a new --output_dir (or --overwrite_output_dir) to start over."
+                "since the checkpoint. Use a new --output_dir, or delete this one, to start over."
             )
     return tokenizer
 
