@@ -109,11 +109,46 @@ def test_full_finetuning_from_scratch_reports_against_the_oracle(task_cohort, tm
     assert model.config.pos_weight == [pytest.approx(summary["data"]["pos_weight"])]
 
 
+def test_saved_model_is_recalibrated_to_the_real_prevalence(task_cohort, tmp_path):
+    """pos_weight w multiplies the learned odds by w: the saved classifier bias is the trained one - log(w)."""
+    from safetensors.torch import load_file
+
+    path, _ = task_cohort
+    run(path, tmp_path, "--mode", "full", "--config_overrides", TINY, "--max_steps", "2",
+        "--save_strategy", "steps", "--save_steps", "2")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    shift = summary["data"]["calibration_logit_shift"]
+    assert shift == pytest.approx(-np.log(summary["data"]["pos_weight"]))
+    trained = load_file(str(tmp_path / "checkpoint-2" / "model.safetensors"))["classifier.bias"]
+    saved = load_file(str(tmp_path / "model.safetensors"))["classifier.bias"]
+    torch.testing.assert_close(saved, trained + shift)
+
+
+def test_recalibration_shifts_the_lora_classifier_copy(pretrained):
+    """Under LoRA the trained classifier is PEFT's copy (saved with the adapter), not the frozen original."""
+    tokenizer = BehrtTokenizerFast.from_pretrained(pretrained)
+    model = finetune.build_model(finetune.FinetuneModelArguments(model_name_or_path=pretrained, mode="lora"),
+                                 tokenizer, pos_weight=3.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("classifier.original_module.bias")
+              or n.endswith("classifier.modules_to_save.default.bias")}
+    assert len(before) == 2
+    finetune.shift_classifier_bias(model, -1.5)
+    for name, parameter in model.named_parameters():
+        if name in before:
+            expected = before[name] - 1.5 if "modules_to_save" in name else before[name]
+            torch.testing.assert_close(parameter.detach(), expected)
+    frozen = BehrtForSequenceClassification.from_pretrained(pretrained, num_labels=1)
+    frozen.classifier.requires_grad_(False)
+    with pytest.raises(ValueError, match="one trainable classifier bias"):
+        finetune.shift_classifier_bias(frozen, -1.5)
+
+
 def test_sampler_replaces_pos_weight(task_cohort, tmp_path):
     path, _ = task_cohort
     run(path, tmp_path, "--mode", "full", "--config_overrides", TINY, "--max_steps", "2", "--class_imbalance", "sampler")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["data"]["pos_weight"] is None
+    assert summary["data"]["calibration_logit_shift"] < 0  # 50/50 batches inflate the odds as pos_weight does
     assert BehrtForSequenceClassification.from_pretrained(tmp_path).config.pos_weight is None
 
 

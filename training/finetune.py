@@ -7,7 +7,10 @@ The input of every patient is cut at the task's index visit (`index_visit_<task>
 recorded after it reaches the model. Patients a task excludes (label or index visit < 0) are
 dropped. Class imbalance: by default the BCE loss weighs positives by `negatives / positives` of
 the training labels (`--class_imbalance pos_weight`); `sampler` draws a class-balanced sample
-instead (with an unweighted loss), `none` does neither. Never both.
+instead (with an unweighted loss), `none` does neither. Never both. Either one multiplies the
+odds the model learns by `negatives / positives`; after training the classifier's bias is shifted
+by `-log(negatives / positives)` (a prior-shift correction), so the saved model's probabilities are
+calibrated to the real prevalence again. Ranking metrics are unchanged by the shift.
 
 Outputs in `output_dir`: the model (or the LoRA adapter) and tokenizer, `summary.json`,
 `metrics.jsonl`, ROC / PR / calibration plots with the oracle's curve when the data has an
@@ -16,6 +19,7 @@ Outputs in `output_dir`: the model (or the LoRA adapter) and tokenizer, `summary
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -237,9 +241,30 @@ class BalancedSamplerTrainer(BehrtTrainer):
                                                       generator=generator)
 
 
-def binary_compute_metrics(eval_pred) -> dict:
-    logits = np.asarray(eval_pred.predictions).reshape(-1)
+def binary_compute_metrics(eval_pred, logit_shift: float = 0.0) -> dict:
+    """AUROC, AUPRC, Brier of the probabilities `sigmoid(logit + logit_shift)`."""
+    logits = np.asarray(eval_pred.predictions).reshape(-1) + logit_shift
     return compute_binary_metrics(1.0 / (1.0 + np.exp(-logits)), eval_pred.label_ids)
+
+
+def imbalance_logit_shift(data_args: FinetuneDataArguments, positives: int, negatives: int) -> float:
+    """What to add to the trained logits so that probabilities match the real prevalence again.
+
+    Weighing positives by w = negatives / positives (or drawing classes 50/50, the same odds) makes
+    the loss minimal at logit(p) + log(w) for a patient whose true probability is p; -log(w) undoes it.
+    """
+    return 0.0 if data_args.class_imbalance == "none" else -math.log(negatives / positives)
+
+
+def shift_classifier_bias(model, shift: float) -> None:
+    """Add `shift` to the trained classifier bias (the PEFT copy under LoRA), so it is saved with it."""
+    biases = [p for name, p in model.named_parameters()
+              if p.requires_grad and "classifier" in name.split(".") and name.endswith("bias")]
+    if len(biases) != 1:
+        raise ValueError(f"Expected one trainable classifier bias to recalibrate, found {len(biases)}; "
+                         "keep the classifier trainable (e.g. in --lora_modules_to_save).")
+    with torch.no_grad():
+        biases[0].add_(shift)
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -284,6 +309,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     labels = np.asarray(train["labels"])
     positives, negatives = int(labels.sum()), int((labels == 0).sum())
     pos_weight = negatives / positives if data_args.class_imbalance == "pos_weight" else None
+    logit_shift = imbalance_logit_shift(data_args, positives, negatives)
     logger.warning("task %s: %d training patients (%d positive), pos_weight %s", data_args.task, len(train),
                    positives, f"{pos_weight:.2f}" if pos_weight else None)
 
@@ -299,7 +325,8 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     def make_trainer(args, extra_callbacks=()):
         return trainer_class(
             model=model, args=args, train_dataset=train, eval_dataset=evaluated.get(data_args.eval_split),
-            processing_class=tokenizer, data_collator=collator, compute_metrics=binary_compute_metrics,
+            processing_class=tokenizer, data_collator=collator,
+            compute_metrics=functools.partial(binary_compute_metrics, logit_shift=logit_shift),
             callbacks=[RunTrackerCallback(args.output_dir), *extra_callbacks],
         )
 
@@ -318,6 +345,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
         trainer = make_trainer(training_args, callbacks or ())
         result = trainer.train(resume_from_checkpoint=checkpoint)
         train_metrics = dict(result.metrics)
+        shift_classifier_bias(model, logit_shift)  # checkpoints keep the training logits; the saved model is calibrated
         trainer.save_model()
         trainer.save_state()
     else:
@@ -356,7 +384,8 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
                      "label_fraction": data_args.label_fraction, "train_patients": len(train),
                      "train_positives": positives, "eval_patients": {k: len(v) for k, v in evaluated.items()},
                      "vocab_size": len(tokenizer), "max_length": data_args.max_length,
-                     "class_imbalance": data_args.class_imbalance, "pos_weight": pos_weight},
+                     "class_imbalance": data_args.class_imbalance, "pos_weight": pos_weight,
+                     "calibration_logit_shift": logit_shift},
             "model": {"class": "BehrtForSequenceClassification", "preset": model_args.preset,
                       "base_model": model_args.model_name_or_path, "parameters": total,
                       "trainable_parameters": trainable, "trainable_percent": 100 * trainable / total},
