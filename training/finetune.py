@@ -322,11 +322,13 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     trainer_class = BalancedSamplerTrainer if data_args.class_imbalance == "sampler" else BehrtTrainer
     collator = DataCollatorForBehrt(pad_token_id=tokenizer.pad_token_id)
 
+    training_shift = logit_shift if training_args.do_train else 0.0  # a model only evaluated is used as it is
+
     def make_trainer(args, extra_callbacks=()):
         return trainer_class(
             model=model, args=args, train_dataset=train, eval_dataset=evaluated.get(data_args.eval_split),
             processing_class=tokenizer, data_collator=collator,
-            compute_metrics=functools.partial(binary_compute_metrics, logit_shift=logit_shift),
+            compute_metrics=functools.partial(binary_compute_metrics, logit_shift=training_shift),
             callbacks=[RunTrackerCallback(args.output_dir), *extra_callbacks],
         )
 
@@ -346,6 +348,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
         result = trainer.train(resume_from_checkpoint=checkpoint)
         train_metrics = dict(result.metrics)
         shift_classifier_bias(model, logit_shift)  # checkpoints keep the training logits; the saved model is calibrated
+        trainer.compute_metrics = binary_compute_metrics  # its logits need no shift any more
         trainer.save_model()
         trainer.save_state()
     else:
@@ -385,7 +388,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
                      "train_positives": positives, "eval_patients": {k: len(v) for k, v in evaluated.items()},
                      "vocab_size": len(tokenizer), "max_length": data_args.max_length,
                      "class_imbalance": data_args.class_imbalance, "pos_weight": pos_weight,
-                     "calibration_logit_shift": logit_shift},
+                     "calibration_logit_shift": training_shift},
             "model": {"class": "BehrtForSequenceClassification", "preset": model_args.preset,
                       "base_model": model_args.model_name_or_path, "parameters": total,
                       "trainable_parameters": trainable, "trainable_percent": 100 * trainable / total},
