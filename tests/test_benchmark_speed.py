@@ -97,3 +97,17 @@ def test_batching_helpers():
     assert bench.padding_fraction([[0, 2]], lengths, pad_to=10) == pytest.approx(1 - 8 / 20)
     assert bench.round_ratio([10, 10], [1.0, 2.0], [10, 10], [2.0, 2.0]) == pytest.approx(1.5)
     assert bench.per_round([1, 2], 5) == [1, 2, 1, 2, 1]
+
+
+def test_warmup_steps_on_every_batch_before_timing():
+    """A first step on a new batch shape pays one-off costs: every timed batch has been seen once."""
+    config = tiny_config()
+    batches = [{"input_ids": ids, "labels": ids} for ids in (torch.randint(5, config.vocab_size, (2, n)) for n in (4, 6, 9))]
+    runner = bench.TrainSteps(BehrtForMaskedLM(config), batches, bench.SpeedArguments(), torch.device("cpu"))
+    seen = []
+    runner.step = lambda batch: seen.append(batch["input_ids"].shape[1])
+    runner.warmup(1)
+    assert seen == [4, 6, 9]
+    seen.clear()
+    runner.warmup(4)
+    assert seen == [4, 6, 9, 4]

@@ -89,7 +89,10 @@ class SpeedArguments:
     repeats: int = field(
         default=6, metadata={"help": "Timed rounds per comparison: each candidate takes one step on the round's batch."}
     )
-    warmup: int = field(default=2, metadata={"help": "Untimed steps per candidate before timing."})
+    warmup: int = field(
+        default=2,
+        metadata={"help": "Untimed steps per candidate before timing, at least one on each of its batches."},
+    )
     padding_preset: str = field(default="medium", metadata={"help": "Model of the padding comparison (section 2)."})
     memory_batch_sizes: str = field(default="32,64", metadata={"help": "Batch sizes of the peak-memory probes."})
     num_proc: str = field(default="1,2", metadata={"help": "num_proc values of the tokenising map."})
@@ -248,7 +251,10 @@ class TrainSteps:
         self.optimizer.zero_grad(set_to_none=True)
 
     def warmup(self, steps: int) -> None:
-        for i in range(steps):
+        """`steps` untimed steps, and at least one on each batch: the first step on a new shape pays
+        one-off costs (memory growth, kernel choice), 15-20% of a `large` CPU step, and would land
+        on whichever candidate happens to go first in that round."""
+        for i in range(max(steps, len(self.batches))):
             self.step(self.batches[i % len(self.batches)])
 
     def __call__(self) -> None:
