@@ -25,8 +25,9 @@ class DemoArguments:
     num_patients: int | None = field(default=None, metadata={"help": "Override the cohort's size."})
     task: str = field(default="fall_1y", metadata={"help": "fall_1y or heart_failure_1y."})
     preset: str = field(default="small", metadata={"help": "Model size preset."})
-    pretrain_steps: int = field(default=1500, metadata={"help": "Optimizer steps of pretraining."})
-    finetune_steps: int = field(default=300, metadata={"help": "Optimizer steps of LoRA fine-tuning."})
+    pretrain_steps: int = field(default=1000, metadata={"help": "Optimizer steps of pretraining."})
+    finetune_steps: int = field(default=600, metadata={"help": "Optimizer steps of LoRA fine-tuning."})
+    finetune_learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate of LoRA fine-tuning."})
     batch_size: int = field(default=32, metadata={"help": "Patients per step."})
     max_length: int = field(default=256, metadata={"help": "Tokens per patient."})
     seed: int = field(default=0, metadata={"help": "Seed of the cohort and of every run."})
@@ -35,6 +36,8 @@ class DemoArguments:
     def __post_init__(self):
         if self.pretrain_steps < 1 or self.finetune_steps < 1 or self.batch_size < 1:
             raise ValueError("pretrain_steps, finetune_steps and batch_size must be positive.")
+        if self.finetune_learning_rate <= 0:
+            raise ValueError(f"finetune_learning_rate must be positive, got {self.finetune_learning_rate}.")
 
 
 def stage(title: str, start: float) -> None:
@@ -67,12 +70,14 @@ def main(argv: list[str] | None = None) -> dict:
           "patient's index visit)", start)
     adapter = root / f"lora_{args.task}"
     eval_every = max(1, args.finetune_steps // 6)
+    # The kept checkpoint is the one of lowest validation loss: on a validation split of a few
+    # hundred patients AUROC jumps from one evaluation to the next, the loss much less.
     fine = finetune.main(common + [
         "--output_dir", str(adapter), "--model_name_or_path", str(pretrained), "--task", args.task,
-        "--mode", "lora", "--max_steps", str(args.finetune_steps), "--learning_rate", "1e-3",
+        "--mode", "lora", "--max_steps", str(args.finetune_steps), "--learning_rate", str(args.finetune_learning_rate),
         "--eval_strategy", "steps", "--eval_steps", str(eval_every), "--save_strategy", "steps",
         "--save_steps", str(eval_every), "--save_total_limit", "1", "--load_best_model_at_end", "true",
-        "--metric_for_best_model", "auroc", "--logging_steps", str(eval_every),
+        "--metric_for_best_model", "loss", "--greater_is_better", "false", "--logging_steps", str(eval_every),
     ])
 
     stage("3/3 reloading the adapter and writing the model card", start)
