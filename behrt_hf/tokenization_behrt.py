@@ -9,7 +9,8 @@ schema of `behrt_hf.schema` into the BEHRT sequence format::
 Each token carries its visit's age id, a segment id alternating 0/1 by visit, and its visit
 number (`visit_ids`, [CLS] = 0); the model derives position ids from the config (token index or
 visit number). [CLS] carries the age at the last visit of the sequence, the time of prediction
-(`cls_age="last"`), or at the first (`"first"`, as in the BEHRT paper). Truncation drops whole visits from the oldest end, so the most recent history is kept.
+(`cls_age="last"`), or at the first (`"first"`, as in the BEHRT paper). Truncation drops whole
+visits from the oldest end, so the most recent history is kept.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
         sequence, i.e. at the time of prediction, so the patient embedding sees the current age
         directly (a task's input ends at its index visit, a next-visit input at the visit before
         the target: never a later age). `"first"`: the first kept visit's, as in the BEHRT paper.
-        Measured on the synthetic `fall_1y` task (age is its strongest risk factor), `"last"`
-        learns faster and ends higher; see the README.
+        Measured on the synthetic `fall_1y` task (age is its strongest risk factor; `medium`
+        cohort, 300 steps from scratch, AUROC on 6,945 patients of another seed): 0.729 with
+        `"last"` against 0.721 with `"first"`, and ahead at every validation along the way.
         """
         if min_frequency < 1:
             raise ValueError(f"min_frequency must be >= 1, got {min_frequency}.")
