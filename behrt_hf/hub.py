@@ -104,8 +104,10 @@ def _fmt(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
-    if isinstance(value, (list, tuple, set)):
-        return ", ".join(f"`{v}`" for v in value)
+    if isinstance(value, (list, tuple, set)):  # each name once (PEFT repeats modules_to_save), sets sorted
+        return ", ".join(f"`{v}`" for v in dict.fromkeys(sorted(value) if isinstance(value, set) else value))
+    if isinstance(value, Mapping):  # e.g. patients per split: "test 682, validation 740"
+        return ", ".join(f"{key} {_fmt(v)}" for key, v in value.items())
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
@@ -215,6 +217,11 @@ def _details(summary: Mapping[str, Any], config: Mapping[str, Any], adapter: Map
                              "eval_patients": "evaluation patients", "max_length": "tokens per patient"})
     if vocab_size:
         data_rows.append(("vocabulary size", f"{vocab_size:,} tokens (codes and special tokens)"))
+    if data.get("class_imbalance") not in (None, "none"):
+        shift = data.get("calibration_logit_shift")
+        data_rows.append(("class imbalance", f"{data['class_imbalance']}" + (
+            f"; classifier bias shifted by {shift:.3f} after training, so probabilities match the prevalence"
+            if shift else "")))
     if data_rows:
         sections.append("## Training data\n\n" + _table(data_rows))
     config_rows = _rows(summary, {"task": "task", "mode": "fine-tuning", "objective": "objective"})

@@ -311,6 +311,23 @@ def test_adapter_card_has_base_model_and_oracle(tmp_path):
     assert "| fine-tuning | lora |" in card.text
 
 
+def test_card_states_the_recalibration_and_reads_like_prose(tmp_path):
+    """What finetune writes: patients per split, the class-imbalance handling and its bias shift;
+    PEFT's repeated modules_to_save names appear once."""
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 8, "target_modules": ["query"], "base_model_name_or_path": "me/behrt-small",
+         "modules_to_save": ["classifier", "classifier", "score"]}))
+    summary = lora_summary()
+    summary["data"].update(eval_patients={"test": 682, "validation": 1740}, class_imbalance="pos_weight",
+                           calibration_logit_shift=-2.279)
+    text = render_model_card(folder, summary, "adapter", repo_id="me/lora").text
+    assert "| evaluation patients | test 682, validation 1,740 |" in text
+    assert "| class imbalance | pos_weight; classifier bias shifted by -2.279 after training" in text
+    assert "| trained in full | `classifier`, `score` |" in text
+
+
 def test_missing_summary_keys_are_left_out(tmp_path):
     save_tiny_classifier(tmp_path)
     card = render_model_card(tmp_path, {}, "model")
