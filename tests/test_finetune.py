@@ -96,6 +96,7 @@ def test_full_finetuning_from_scratch_reports_against_the_oracle(task_cohort, tm
     result = run(path, tmp_path, "--mode", "full", "--config_overrides", TINY, "--max_steps", "4")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["mode"] == "full" and summary["model"]["trainable_percent"] == 100
+    assert list(result["report"]) == ["validation", "test"]  # in this order on every run, not a set's
     for split in ("validation", "test"):
         report = result["report"][split]
         assert {"auroc", "auprc", "brier"} <= set(report["model"]) and "oracle" in report
@@ -107,6 +108,12 @@ def test_full_finetuning_from_scratch_reports_against_the_oracle(task_cohort, tm
         assert (tmp_path / name).exists(), name
     model = BehrtForSequenceClassification.from_pretrained(tmp_path)
     assert model.config.pos_weight == [pytest.approx(summary["data"]["pos_weight"])]
+
+    # evaluated again without --do_train (mode lora by default): as it is, no adapter wrapped around it
+    again = finetune.main(["--dataset_path", path, "--output_dir", str(tmp_path / "eval"), *COMMON,
+                           "--model_name_or_path", str(tmp_path)])
+    assert again["trainable_parameters"] == 0
+    assert again["report"]["test"]["model"] == pytest.approx(result["report"]["test"]["model"], abs=1e-6)
 
 
 def test_saved_model_is_recalibrated_to_the_real_prevalence(task_cohort, tmp_path):
@@ -207,6 +214,29 @@ def test_lora_adapter_is_small_and_reloads_identically(task_cohort, pretrained, 
     merged = peft_model.merge_and_unload()
     assert type(merged) is BehrtForSequenceClassification
     torch.testing.assert_close(probabilities(merged), reloaded, atol=1e-5, rtol=1e-5)
+
+
+def test_a_saved_adapter_is_evaluated_and_trained_further_as_it_is(task_cohort, pretrained, tmp_path):
+    """--model_name_or_path <adapter>: its own LoRA weights and classifier, not a fresh adapter on top."""
+    path, _ = task_cohort
+    trained = run(path, tmp_path / "a", "--mode", "lora", "--model_name_or_path", pretrained, "--max_steps", "4",
+                  "--learning_rate", "1e-2")
+    evaluated = finetune.main(["--dataset_path", path, "--output_dir", str(tmp_path / "eval"), *COMMON,
+                               "--model_name_or_path", str(tmp_path / "a")])
+    assert evaluated["trainable_parameters"] == 0
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["mode"] == "evaluate"
+    for split in ("validation", "test"):
+        assert evaluated["report"][split]["model"] == pytest.approx(trained["report"][split]["model"], abs=1e-6)
+    first = json.loads((tmp_path / "a" / "predictions_test.json").read_text())["probability"]
+    again = json.loads((tmp_path / "eval" / "predictions_test.json").read_text())["probability"]
+    np.testing.assert_allclose(again, first, atol=1e-6)
+
+    further = run(path, tmp_path / "b", "--model_name_or_path", str(tmp_path / "a"), "--max_steps", "2",
+                  "--lora_r", "2")  # the adapter's rank (8) wins
+    assert further["trainable_parameters"] == trained["trainable_parameters"]
+    assert json.loads((tmp_path / "b" / "adapter_config.json").read_text())["base_model_name_or_path"] == pretrained
+    with pytest.raises(ValueError, match="is a LoRA adapter: it continues with --mode lora"):
+        run(path, tmp_path / "c", "--model_name_or_path", str(tmp_path / "a"), "--mode", "probe", "--max_steps", "1")
 
 
 @pytest.mark.parametrize("preset", ["small", "medium"])

@@ -2,6 +2,7 @@
 
     behrt-finetune --output_dir runs/hf --model_name_or_path runs/pretrain --task heart_failure_1y --mode lora
     behrt-finetune --output_dir runs/scratch --task heart_failure_1y --mode full      # from scratch
+    behrt-finetune --output_dir runs/eval --model_name_or_path runs/hf --task heart_failure_1y  # evaluate only
 
 The input of every patient is cut at the task's index visit (`index_visit_<task>`): nothing
 recorded after it reaches the model. Patients a task excludes (label or index visit < 0) are
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import find_adapter_config_file
 
 from behrt_hf import BehrtConfig, BehrtForSequenceClassification, BehrtTokenizerFast, DataCollatorForBehrt
 from behrt_hf.metrics import compute_binary_metrics
@@ -56,7 +58,8 @@ IMBALANCE = ("pos_weight", "sampler", "none")
 @dataclass
 class FinetuneModelArguments:
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Pretrained BEHRT (folder or Hub id). None trains from scratch."}
+        default=None, metadata={"help": "Pretrained or fine-tuned BEHRT, or a LoRA adapter (folder or Hub id). "
+                                   "None trains from scratch."}
     )
     preset: str = field(default="small", metadata={"help": "Size of a from-scratch model."})
     config_overrides: str | None = field(default=None, metadata={"help": "Config fields, e.g. 'pooling=mean'."})
@@ -187,10 +190,16 @@ def encode(split: datasets.Dataset, tokenizer, data_args: FinetuneDataArguments,
 # --- model ------------------------------------------------------------------------------------
 
 
-def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float | None):
+def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float | None, trainable: bool = True):
+    """The classifier to train or evaluate. `model_name_or_path` may be a pretrained or fine-tuned model,
+    or a LoRA adapter (adapter_config.json), which is loaded onto its base model and trained further
+    (`trainable`) or evaluated as it is: never wrapped in a second, fresh adapter."""
     head = dict(num_labels=1, problem_type="multi_label_classification",
                 pos_weight=None if pos_weight is None else [pos_weight])
-    if model_args.model_name_or_path:
+    source = model_args.model_name_or_path
+    if source and find_adapter_config_file(source):
+        return load_adapter(model_args, tokenizer, head, trainable)
+    if source:
         model = BehrtForSequenceClassification.from_pretrained(
             model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, **head
         )
@@ -203,6 +212,8 @@ def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float
         config._attn_implementation = model_args.attn_implementation
         model = BehrtForSequenceClassification(config)
     tokenizer.check_compatible(model.config)
+    if not trainable:  # evaluated as it is
+        return model.requires_grad_(False)
     if model_args.mode == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
@@ -215,6 +226,23 @@ def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float
     elif model_args.mode in ("probe", "two_stage"):
         set_encoder_trainable(model, False)
     return model
+
+
+def load_adapter(model_args: FinetuneModelArguments, tokenizer, head: dict, trainable: bool):
+    from peft import PeftConfig, PeftModel
+
+    source = model_args.model_name_or_path
+    if model_args.mode != "lora":
+        raise ValueError(f"{source} is a LoRA adapter: it continues with --mode lora; for --mode "
+                         f"{model_args.mode}, merge it into its base model first (PeftModel.merge_and_unload).")
+    base_path = PeftConfig.from_pretrained(source).base_model_name_or_path
+    base = BehrtForSequenceClassification.from_pretrained(
+        base_path, attn_implementation=model_args.attn_implementation, **head
+    )
+    tokenizer.check_compatible(base.config)
+    logger.warning("%s is a LoRA adapter on %s: its own LoRA settings apply, not the --lora_* arguments",
+                   source, base_path)
+    return PeftModel.from_pretrained(base, source, is_trainable=trainable)
 
 
 def set_encoder_trainable(model, trainable: bool) -> None:
@@ -293,7 +321,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     # 4. data
     cohort = load_cohort(data_args)
     splits = {"train": eligible(cohort["train"], data_args)}
-    for name in {data_args.eval_split, data_args.test_split} - {""}:
+    for name in dict.fromkeys(n for n in (data_args.eval_split, data_args.test_split) if n):  # in order
         splits[name] = eligible(cohort[name], data_args)
     for name, split in splits.items():
         require_both_classes(split, name, data_args)
@@ -316,7 +344,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
                    positives, f"{pos_weight:.2f}" if pos_weight else None)
 
     # 5. model
-    model = build_model(model_args, tokenizer, pos_weight)
+    model = build_model(model_args, tokenizer, pos_weight, trainable=training_args.do_train)
     trainable, total = count_parameters(model)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%), mode {model_args.mode}")
 
@@ -384,7 +412,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
         plots = plot_binary_predictions(curves_by_split[final], output_dir, title=f"{data_args.task}, {final} split")
         summary = {
             "task": data_args.task,
-            "mode": model_args.mode,
+            "mode": model_args.mode if training_args.do_train else "evaluate",
             "data": {"source": data_args.dataset_path or f"synthetic:{data_args.synthetic}",
                      "label_fraction": data_args.label_fraction, "train_patients": len(train),
                      "train_positives": positives, "eval_patients": {k: len(v) for k, v in evaluated.items()},
