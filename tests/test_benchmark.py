@@ -39,3 +39,22 @@ def test_benchmark_runs_every_arm_and_writes_its_report(tmp_path):
     again = benchmark.main(["--output_dir", str(out), "--dataset_path", str(data), "--task", "demo",
                             "--label_fractions", "0.1,1.0", "--use_cpu", "true"])
     assert again["results"] == summary["results"]
+
+
+def test_independent_test_split_is_a_second_cohort_of_the_same_preset(tmp_path):
+    """By default a synthetic benchmark tests on all of cohort seed + 1: ten times the patients, none shared."""
+    from behrt_hf import load_synthetic
+
+    args = benchmark.BenchmarkArguments(synthetic="tiny", seed=4)
+    path = benchmark.cohort_with_independent_test(args, tmp_path)
+    saved = datasets.load_from_disk(path)
+    own, other = load_synthetic("tiny", seed=4), load_synthetic("tiny", seed=5)
+    for name in ("train", "validation"):
+        assert saved[name]["patient_id"] == own[name]["patient_id"]
+        assert saved[name]["visits"] == own[name]["visits"]
+    assert len(saved["test"]) == sum(len(split) for split in other.values())
+    assert saved["test"][0]["visits"] == other["train"][0]["visits"]
+    assert saved["test"][0]["patient_id"] == "seed5-" + other["train"][0]["patient_id"]
+    assert not set(saved["test"]["patient_id"]) & set(saved["train"]["patient_id"])
+    assert benchmark.cohort_with_independent_test(args, tmp_path) == path  # made once, then read back
+    assert not (tmp_path / "cohort.partial").exists()
