@@ -47,20 +47,25 @@ def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
     return table
 
 
-def _check_id_ranges(**named: tuple[torch.Tensor, int]) -> None:
-    """Raise a clear ValueError if any id tensor holds a value outside [0, size).
+def _in_host_memory(tensor: torch.Tensor) -> bool:
+    """True for a CPU tensor outside compilation and tracing: reading its values back costs no device sync."""
+    return tensor.device.type == "cpu" and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
 
-    An out-of-range id would otherwise fail deep inside `nn.Embedding` (or silently on some
-    devices). One host sync for all tensors; skipped while compiling or tracing.
+
+def _check_id_ranges(**named: tuple[torch.Tensor, int]) -> None:
+    """Raise a clear ValueError if any id tensor in host memory holds a value outside [0, size).
+
+    An out-of-range id would otherwise fail deep inside `nn.Embedding`. Only CPU tensors are read:
+    on an accelerator the values would have to be copied back to the host, a sync that stalls the
+    device on every forward pass. Ids reaching an accelerator are checked where they are made: the
+    tokenizer maps codes and ages into its own ranges, and `BehrtTokenizerFast.check_compatible(config)`
+    (called by the training scripts) checks those ranges against the model's config.
     """
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    named = {name: (ids, size) for name, (ids, size) in named.items() if ids.numel() and _in_host_memory(ids)}
+    if not named:
         return
-    names = [name for name, (ids, _) in named.items() if ids.numel()]
-    if not names:
-        return
-    bounds = torch.stack([torch.stack([named[n][0].min(), named[n][0].max()]) for n in names]).tolist()
-    for name, (low, high) in zip(names, bounds):
-        size = named[name][1]
+    bounds = torch.stack([torch.stack([ids.min(), ids.max()]) for ids, _ in named.values()]).tolist()
+    for (name, (_, size)), (low, high) in zip(named.items(), bounds):
         if low < 0 or high >= size:
             bad = low if low < 0 else high
             raise ValueError(
@@ -374,8 +379,12 @@ class BehrtModel(BehrtPreTrainedModel):
 
     @staticmethod
     def _additive_attention_mask(attention_mask, dtype):
-        """(B, T) 1/0 mask -> (B, 1, 1, T) additive mask; None when nothing is padded (fast SDPA path)."""
-        if attention_mask is None or bool(attention_mask.all()):
+        """(B, T) 1/0 mask -> (B, 1, 1, T) additive mask.
+
+        None when nothing is padded (SDPA's fastest kernels take no mask), which is only looked up in
+        host memory: on an accelerator, finding out would sync the device, so the mask is always applied.
+        """
+        if attention_mask is None or (_in_host_memory(attention_mask) and bool(attention_mask.all())):
             return None
         mask = attention_mask[:, None, None, :].to(dtype)
         return (1.0 - mask) * torch.finfo(dtype).min

@@ -13,7 +13,7 @@ from behrt_hf import (
     BehrtForSequenceClassification,
     BehrtModel,
 )
-from behrt_hf.modeling_behrt import sinusoidal_table
+from behrt_hf.modeling_behrt import _check_id_ranges, sinusoidal_table
 from tests.helpers import tiny_config
 
 ALL_CLASSES = [
@@ -47,6 +47,19 @@ class BehrtModelTester:
             "segment_ids": (visit_ids % 2) * attention_mask,
             "visit_ids": visit_ids * attention_mask,
         }
+
+    def labels_for(self, cls, inputs, seed=1):
+        """Random labels for `cls`'s forward as keyword arguments (none for the bare `BehrtModel`)."""
+        g = torch.Generator().manual_seed(seed)
+        mlm = inputs["input_ids"].masked_fill(torch.rand(inputs["input_ids"].shape, generator=g) < 0.5, -100)
+        nvp = (torch.rand(self.batch_size, self.config.vocab_size, generator=g) < 0.1).float()
+        return {
+            BehrtModel: {},
+            BehrtForMaskedLM: {"labels": mlm},
+            BehrtForNextVisitPrediction: {"labels": nvp},
+            BehrtForPreTraining: {"labels": mlm, "next_visit_labels": nvp},
+            BehrtForSequenceClassification: {"labels": torch.randint(0, 2, (self.batch_size,), generator=g)},
+        }[cls]
 
     def create_and_check_model(self):
         model = BehrtModel(self.config).eval()
@@ -330,10 +343,36 @@ def test_out_of_range_ids_give_a_clear_error():
         model(**dict(inputs, age_ids=inputs["age_ids"].clone().fill_(500)))
     with pytest.raises(ValueError, match="input_ids holds the id 99"):
         model(**dict(inputs, input_ids=inputs["input_ids"].clone().fill_(99)))
+    with pytest.raises(ValueError, match=r"segment_ids holds the id 2, outside the embedding's range \[0, 2\)"):
+        model(**dict(inputs, segment_ids=inputs["segment_ids"].clone().fill_(2)))
+    with pytest.raises(ValueError, match=r"position_ids holds the id -1, outside the embedding's range \[0, 64\)"):
+        model(**inputs, position_ids=torch.full_like(inputs["input_ids"], -1))
     with pytest.raises(ValueError, match="exceeds max_position_embeddings"):
         model(input_ids=torch.ones(1, 65, dtype=torch.long))
     with pytest.raises(ValueError, match="exactly one of"):
         model()
+    # with visit positions the visit ids are the position ids, checked the same way
+    visits = BehrtForSequenceClassification(tiny_config(position_encoding="visit_sinusoidal")).eval()
+    with pytest.raises(ValueError, match="position_ids holds the id 64"):
+        visits(**dict(inputs, visit_ids=inputs["visit_ids"].clone().fill_(64)))
+
+
+@pytest.mark.parametrize("position_encoding", ["token", "visit_sinusoidal"])
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_forward_reads_nothing_back_from_an_accelerator(cls, position_encoding):
+    """Off the CPU, forward must not sync with the host (`.tolist()`, `.item()`, `bool(t)`) to check
+    ids or look at the mask: it would stall the device every step. Meta tensors stand in for an
+    accelerator's: reading one back raises, so a forward that completes read nothing back, even
+    with out-of-range ids and padding."""
+    tester = BehrtModelTester(position_encoding=position_encoding)
+    with torch.device("meta"):
+        model = cls(tester.config)
+    inputs = {k: v.to("meta") for k, v in tester.prepare_inputs().items()}
+    inputs["age_ids"] = torch.full_like(inputs["age_ids"], 10_000)  # out of range: unchecked off the CPU
+    labels = {k: v.to("meta") for k, v in tester.labels_for(cls, tester.prepare_inputs()).items()}
+    out = model(**inputs, **labels)
+    assert out[0].device.type == "meta"
+    assert _check_id_ranges(age_ids=(inputs["age_ids"], 3)) is None
 
 
 def test_return_tuple():
