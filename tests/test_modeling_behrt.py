@@ -1,9 +1,11 @@
 """BEHRT modeling: shapes and losses of every head, save/load, SDPA vs eager, gradient checkpointing."""
 
 import copy
+import inspect
 
 import pytest
 import torch
+from transformers.utils.generic import find_labels
 
 from behrt_hf import (
     BehrtConfig,
@@ -12,6 +14,7 @@ from behrt_hf import (
     BehrtForPreTraining,
     BehrtForSequenceClassification,
     BehrtModel,
+    BehrtTokenizerFast,
 )
 from behrt_hf.modeling_behrt import _check_id_ranges, sinusoidal_table
 from tests.helpers import tiny_config
@@ -373,6 +376,42 @@ def test_forward_reads_nothing_back_from_an_accelerator(cls, position_encoding):
     out = model(**inputs, **labels)
     assert out[0].device.type == "meta"
     assert _check_id_ranges(age_ids=(inputs["age_ids"], 3)) is None
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_forward_signature_names_what_the_trainer_reads(cls):
+    """The Trainer keeps the dataset columns `forward` names (`remove_unused_columns`) and takes its
+    label names from the parameters containing "label"; `**kwargs` must not make it pass
+    `num_items_in_batch` (our losses are means over their own batch)."""
+    params = inspect.signature(cls.forward).parameters
+    assert set(BehrtTokenizerFast.model_input_names) <= set(params)
+    expected = {BehrtModel: [], BehrtForPreTraining: ["labels", "next_visit_labels"]}.get(cls, ["labels"])
+    assert find_labels(cls) == expected
+    assert cls.accepts_loss_kwargs is False
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_keyword_inputs_pass_through_to_the_backbone(cls):
+    tester = BehrtModelTester()
+    torch.manual_seed(0)
+    model = cls(tester.config).eval()
+    backbone = model if cls is BehrtModel else model.behrt
+    inputs = tester.prepare_inputs()
+    labels = tester.labels_for(cls, inputs)
+    with torch.no_grad():
+        out = model(**inputs, **labels, output_attentions=True, output_hidden_states=True)
+        assert len(out.hidden_states) == tester.config.num_hidden_layers + 1
+        assert len(out.attentions) == tester.config.num_hidden_layers
+        embeds = backbone.embeddings.code_embeddings(inputs["input_ids"])
+        from_embeds = model(**dict(inputs, input_ids=None), inputs_embeds=embeds, **labels)
+        torch.testing.assert_close(from_embeds[0], out[0])
+        shifted = model(**inputs, **labels, position_ids=torch.arange(1, tester.seq_length + 1).expand(3, -1))
+        assert not torch.allclose(shifted[1 if labels else 0], out[1 if labels else 0])
+        as_tuple = model(**inputs, **labels, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], out[0])  # the loss first when labels are given
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['age_id'\]"):
+        model(**inputs, age_id=inputs["age_ids"])
 
 
 def test_return_tuple():
