@@ -295,24 +295,43 @@ def test_pooling(pooling):
     torch.testing.assert_close(out.pooler_output, expected)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+def _training_loss(model, inputs, labels):
+    """The head's loss; for the bare `BehrtModel`, a scalar that depends on every output."""
+    out = model(**inputs, **labels)
+    if isinstance(model, BehrtModel):
+        return out.last_hidden_state.pow(2).mean() + out.pooler_output.pow(2).mean()
+    return out.loss
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(cls):
     tester = BehrtModelTester(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     inputs = tester.prepare_inputs()
-    labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+    labels = tester.labels_for(cls, inputs)
 
-    def grads(model):
+    def loss_and_grads(model):
+        """Loss, gradients, and how often the layers' attention ran (a checkpointed layer runs again in backward)."""
         model.train()
-        model(**inputs, labels=labels).loss.backward()
-        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        calls = []
+        backbone = model if isinstance(model, BehrtModel) else model.behrt
+        hooks = [layer.attention.register_forward_hook(lambda *_: calls.append(1)) for layer in backbone.encoder.layer]
+        loss = _training_loss(model, inputs, labels)
+        loss.backward()
+        for hook in hooks:
+            hook.remove()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return loss.detach(), grads, len(calls)
 
     torch.manual_seed(0)
-    plain = BehrtForMaskedLM(tester.config)
+    plain = cls(tester.config)
     checkpointed = copy.deepcopy(plain)
     enable = getattr(checkpointed, "activation_checkpointing_enable", None) or checkpointed.gradient_checkpointing_enable
     enable()
-    assert all(layer.gradient_checkpointing for layer in checkpointed.behrt.encoder.layer)
-    expected, actual = grads(plain), grads(checkpointed)
-    assert expected.keys() == actual.keys()
+    expected_loss, expected, plain_calls = loss_and_grads(plain)
+    actual_loss, actual, checkpointed_calls = loss_and_grads(checkpointed)
+    assert (plain_calls, checkpointed_calls) == (tester.config.num_hidden_layers, 2 * tester.config.num_hidden_layers)
+    torch.testing.assert_close(actual_loss, expected_loss)
+    assert expected and expected.keys() == actual.keys()
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=1e-5, msg=name)
 
@@ -435,14 +454,13 @@ def test_config_round_trip_and_validation(tmp_path):
         BehrtConfig(pooling="sum")
 
 
-def _count(model):
-    return sum(p.numel() for p in model.parameters())
-
-
 def test_preset_parameter_counts():
-    """The planned sizes at vocab 1000: small ~0.5M, medium 2-3M, large 10-15M; original is BEHRT's shape."""
-    counts = {name: _count(BehrtForMaskedLM(BehrtConfig.from_preset(name, vocab_size=1000)))
-              for name in ("small", "medium", "large", "original")}
+    """The planned sizes at vocab 1000: small ~0.5M, medium 2-3M, large 10-15M; original is BEHRT's shape.
+    Built on the meta device: shapes without memory or initialisation."""
+    counts = {}
+    for name in ("small", "medium", "large", "original"):
+        with torch.device("meta"):
+            counts[name] = BehrtForMaskedLM(BehrtConfig.from_preset(name, vocab_size=1000)).num_parameters()
     assert 0.4e6 <= counts["small"] <= 0.6e6, counts
     assert 2e6 <= counts["medium"] <= 3e6, counts
     assert 10e6 <= counts["large"] <= 15e6, counts
