@@ -378,9 +378,11 @@ class BehrtModel(BehrtPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
         output_attentions = kwargs.get("output_attentions")
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         output_hidden_states = kwargs.get("output_hidden_states")
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
 
         embeddings = self.embeddings(input_ids, age_ids, segment_ids, position_ids, visit_ids, inputs_embeds)
         extended_mask = self._additive_attention_mask(attention_mask, embeddings.dtype)
