@@ -16,9 +16,11 @@ from transformers import (
     AutoTokenizer,
 )
 
+from . import modeling_behrt
 from .configuration_behrt import PRESETS, BehrtConfig
 from .data_collator import DataCollatorForBehrt
 from .modeling_behrt import (
+    BehrtEmbeddings,
     BehrtForMaskedLM,
     BehrtForNextVisitPrediction,
     BehrtForPreTraining,
@@ -58,13 +60,7 @@ def __getattr__(name):
 __all__ = [
     "PRESETS",
     "BehrtConfig",
-    "BehrtForMaskedLM",
-    "BehrtForNextVisitPrediction",
-    "BehrtForPreTraining",
-    "BehrtForPreTrainingOutput",
-    "BehrtForSequenceClassification",
-    "BehrtModel",
-    "BehrtPreTrainedModel",
+    *modeling_behrt.__all__,
     "BehrtTokenizerFast",
     "DataCollatorForBehrt",
     "PatientValidationError",

@@ -2,8 +2,33 @@
 
 BEHRT (Li et al., 2020, "BEHRT: Transformer for Electronic Health Records", Sci Rep 10:7155)
 embeds each token as code + age + segment + position. Everything EHR-specific lives in
-`BehrtEmbeddings`; the encoder is a standard post-LN BERT encoder (same parameter names as
-transformers' BERT, so LoRA targets such as `query`/`value`/`dense` carry over).
+`BehrtEmbeddings`; the encoder is a standard post-LN BERT encoder with BERT's parameter names
+(`query`/`key`/`value`/`dense`/`LayerNorm`), so LoRA targets and state-dict layouts carry over.
+
+The encoder is written here rather than imported from `transformers.models.bert` (`BertEncoder`,
+`BertLayer`; read in transformers 5.0 and 5.24) because:
+
+- Attention weights on request. They are how a BEHRT prediction is explained, so
+  `output_attentions=True` returns them under any attention implementation, computed eagerly for
+  that call. `BertSelfAttention` dispatches through `ALL_ATTENTION_FUNCTIONS`, whose SDPA function
+  returns no weights (it logs a warning); BERT gives weights only when loaded with
+  `attn_implementation="eager"`, recorded by `BertModel.forward`'s output-recording decorator.
+- A stable surface for remote code. This file is copied next to the weights and runs under
+  whatever transformers 5.x the loading process has. BERT's layer classes and their decorators
+  changed inside 5.x (`past_key_values` renamed `cache`; that decorator, `check_model_inputs` in
+  5.0, replaced by `merge_with_config_defaults` + `capture_outputs` and deprecated), so importing
+  them would tie every saved checkpoint to one release's internals. Only helpers present in the
+  same form across 5.x are used here: `PreTrainedModel`, `GradientCheckpointingLayer`,
+  `can_return_tuple`, `TransformersKwargs`.
+- Config and masks. `BertLayer` reads `is_decoder`, `add_cross_attention` and
+  `chunk_size_feed_forward` and `BertModel` builds cache-aware masks (`masking_utils`) for its
+  decoder mode; `BehrtConfig`, a strict dataclass, would have to declare fields for a decoder BEHRT
+  never is. Here a (B, T) padding mask becomes one additive (B, 1, 1, T) mask.
+
+Heads follow BERT in transformers 5: each names the inputs a dataset holds (the Trainer keeps
+dataset columns and finds label names by reading `forward`'s signature), passes everything else
+(`position_ids`, `inputs_embeds`, `output_attentions`, `output_hidden_states`) through `**kwargs`
+to `self.behrt`, and `@can_return_tuple` handles `return_dict`.
 
 This file imports only torch, transformers and `configuration_behrt` (relative import):
 `save_pretrained` copies both files next to the weights so that
@@ -23,7 +48,9 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_behrt import BehrtConfig
 
@@ -47,20 +74,25 @@ def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
     return table
 
 
-def _check_id_ranges(**named: tuple[torch.Tensor, int]) -> None:
-    """Raise a clear ValueError if any id tensor holds a value outside [0, size).
+def _in_host_memory(tensor: torch.Tensor) -> bool:
+    """True for a CPU tensor outside compilation and tracing: reading its values back costs no device sync."""
+    return tensor.device.type == "cpu" and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
 
-    An out-of-range id would otherwise fail deep inside `nn.Embedding` (or silently on some
-    devices). One host sync for all tensors; skipped while compiling or tracing.
+
+def _check_id_ranges(**named: tuple[torch.Tensor, int]) -> None:
+    """Raise a clear ValueError if any id tensor in host memory holds a value outside [0, size).
+
+    An out-of-range id would otherwise fail deep inside `nn.Embedding`. Only CPU tensors are read:
+    on an accelerator the values would have to be copied back to the host, a sync that stalls the
+    device on every forward pass. Ids reaching an accelerator are checked where they are made: the
+    tokenizer maps codes and ages into its own ranges, and `BehrtTokenizerFast.check_compatible(config)`
+    (called by the training scripts) checks those ranges against the model's config.
     """
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    named = {name: (ids, size) for name, (ids, size) in named.items() if ids.numel() and _in_host_memory(ids)}
+    if not named:
         return
-    names = [name for name, (ids, _) in named.items() if ids.numel()]
-    if not names:
-        return
-    bounds = torch.stack([torch.stack([named[n][0].min(), named[n][0].max()]) for n in names]).tolist()
-    for name, (low, high) in zip(names, bounds):
-        size = named[name][1]
+    bounds = torch.stack([torch.stack([ids.min(), ids.max()]) for ids, _ in named.values()]).tolist()
+    for (name, (_, size)), (low, high) in zip(named.items(), bounds):
         if low < 0 or high >= size:
             bad = low if low < 0 else high
             raise ValueError(
@@ -101,15 +133,9 @@ class BehrtEmbeddings(nn.Module):
             )
         return torch.arange(seq_length, device=device).unsqueeze(0)  # (1, T)
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        age_ids: torch.LongTensor | None = None,
-        segment_ids: torch.LongTensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        visit_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.FloatTensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, input_ids=None, age_ids=None, segment_ids=None, position_ids=None, visit_ids=None,
+                inputs_embeds=None) -> torch.Tensor:
+        """(B, T) ids, or `inputs_embeds` (B, T, H) for the codes, as in `BehrtModel.forward` -> (B, T, H)."""
         if inputs_embeds is None:
             batch_size, seq_length = input_ids.shape
             device = input_ids.device
@@ -176,22 +202,26 @@ class BehrtSelfAttention(nn.Module):
         return context, (weights if output_attentions else None)
 
 
-class BehrtSelfOutput(nn.Module):
-    def __init__(self, config: BehrtConfig):
+class BehrtResidualOutput(nn.Module):
+    """Project back to hidden_size, dropout, add the residual, LayerNorm (post-LN). BERT's
+    `BertSelfOutput` after attention (in = hidden_size) and `BertOutput` after the feed-forward
+    (in = intermediate_size), with the same parameter names."""
+
+    def __init__(self, config: BehrtConfig, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, residual):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)  # (B, T, H)
 
 
 class BehrtAttention(nn.Module):
     def __init__(self, config: BehrtConfig):
         super().__init__()
         self.self = BehrtSelfAttention(config)
-        self.output = BehrtSelfOutput(config)
+        self.output = BehrtResidualOutput(config, config.hidden_size)
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False):
         context, weights = self.self(hidden_states, attention_mask, output_attentions)
@@ -208,17 +238,6 @@ class BehrtIntermediate(nn.Module):
         return self.act(self.dense(hidden_states))
 
 
-class BehrtOutput(nn.Module):
-    def __init__(self, config: BehrtConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden_states, residual):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
-
-
 class BehrtLayer(GradientCheckpointingLayer):
     """Post-LN transformer block: attention, then feed-forward, each with residual + LayerNorm."""
 
@@ -226,7 +245,7 @@ class BehrtLayer(GradientCheckpointingLayer):
         super().__init__()
         self.attention = BehrtAttention(config)
         self.intermediate = BehrtIntermediate(config)
-        self.output = BehrtOutput(config)
+        self.output = BehrtResidualOutput(config, config.intermediate_size)
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False):
         attention_output, weights = self.attention(hidden_states, attention_mask, output_attentions)
@@ -291,9 +310,6 @@ class BehrtPreTrainedModel(PreTrainedModel):
         if isinstance(module, BehrtEmbeddings) and hasattr(module, "visit_position_table"):
             init.copy_(module.visit_position_table, sinusoidal_table(*module.visit_position_table.shape))
 
-    def _return_dict(self, return_dict: bool | None) -> bool:
-        return self.config.return_dict if return_dict is None else return_dict
-
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights (safetensors) and config, plus the two code files and a complete `auto_map`.
 
@@ -326,6 +342,7 @@ class BehrtModel(BehrtPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.code_embeddings = value
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -335,10 +352,8 @@ class BehrtModel(BehrtPreTrainedModel):
         visit_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> BaseModelOutputWithPooling | tuple:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
         r"""
         input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): code token ids.
         attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`): 1 for real tokens, 0 for padding.
@@ -348,14 +363,26 @@ class BehrtModel(BehrtPreTrainedModel):
         visit_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): visit number of each token
             ([CLS] is 0, the first visit 1); the positions when `config.position_encoding="visit_sinusoidal"`.
         position_ids (`torch.LongTensor`, *optional*): overrides the positions derived from the config.
+        inputs_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+            code embeddings to use instead of `input_ids` (age, segment and position are still added).
+        output_attentions (`bool`, *optional*): every layer's attention weights, under any attention
+            implementation (computed eagerly for this call); `config.output_attentions` by default.
+        output_hidden_states (`bool`, *optional*): the embeddings and every layer's output.
+        return_dict (`bool`, *optional*): a tuple instead of the output dataclass when False (`@can_return_tuple`).
+
+        Every head takes these inputs too: the dataset's columns by name, the rest through `**kwargs`.
         """
+        unknown = kwargs.keys() - TransformersKwargs.__annotations__.keys()
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.forward() got unexpected keyword arguments {sorted(unknown)}")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_attentions = kwargs.get("output_attentions")
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        output_hidden_states = kwargs.get("output_hidden_states")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
 
         embeddings = self.embeddings(input_ids, age_ids, segment_ids, position_ids, visit_ids, inputs_embeds)
         extended_mask = self._additive_attention_mask(attention_mask, embeddings.dtype)
@@ -363,19 +390,21 @@ class BehrtModel(BehrtPreTrainedModel):
             embeddings, extended_mask, output_attentions, output_hidden_states
         )
         pooled_output = self.pooler(sequence_output, attention_mask) if self.pooler is not None else None
-
-        output = BaseModelOutputWithPooling(
+        return BaseModelOutputWithPooling(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
             hidden_states=hidden_states,
             attentions=attentions,
         )
-        return output if return_dict else output.to_tuple()
 
     @staticmethod
     def _additive_attention_mask(attention_mask, dtype):
-        """(B, T) 1/0 mask -> (B, 1, 1, T) additive mask; None when nothing is padded (fast SDPA path)."""
-        if attention_mask is None or bool(attention_mask.all()):
+        """(B, T) 1/0 mask -> (B, 1, 1, T) additive mask.
+
+        None when nothing is padded (SDPA's fastest kernels take no mask), which is only looked up in
+        host memory: on an accelerator, finding out would sync the device, so the mask is always applied.
+        """
+        if attention_mask is None or (_in_host_memory(attention_mask) and bool(attention_mask.all())):
             return None
         mask = attention_mask[:, None, None, :].to(dtype)
         return (1.0 - mask) * torch.finfo(dtype).min
@@ -421,29 +450,11 @@ def next_visit_loss(logits: torch.Tensor, labels: torch.Tensor, pos_weight: floa
     return F.binary_cross_entropy_with_logits(logits.float(), labels.to(torch.float32), pos_weight=weight)
 
 
-def _model_inputs(input_ids, attention_mask, age_ids, segment_ids, visit_ids, position_ids, inputs_embeds, oa, ohs):
-    return dict(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        age_ids=age_ids,
-        segment_ids=segment_ids,
-        visit_ids=visit_ids,
-        position_ids=position_ids,
-        inputs_embeds=inputs_embeds,
-        output_attentions=oa,
-        output_hidden_states=ohs,
-        return_dict=True,
-    )
+class _MLMHeadMixin:
+    """For heads with an `mlm_head`: its decoder is the output embedding, tied to the code embeddings
+    when `config.tie_word_embeddings`."""
 
-
-class BehrtForMaskedLM(BehrtPreTrainedModel):
     _tied_weights_keys = {"mlm_head.decoder.weight": "behrt.embeddings.code_embeddings.weight"}
-
-    def __init__(self, config: BehrtConfig):
-        super().__init__(config)
-        self.behrt = BehrtModel(config, add_pooling_layer=False)
-        self.mlm_head = BehrtMLMHead(config)
-        self.post_init()
 
     def get_output_embeddings(self):
         return self.mlm_head.decoder
@@ -451,34 +462,35 @@ class BehrtForMaskedLM(BehrtPreTrainedModel):
     def set_output_embeddings(self, new_embeddings):
         self.mlm_head.decoder = new_embeddings
 
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        age_ids=None,
-        segment_ids=None,
-        visit_ids=None,
-        position_ids=None,
-        inputs_embeds=None,
-        labels: torch.LongTensor | None = None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ) -> MaskedLMOutput | tuple:
+
+class BehrtKwargs(TransformersKwargs, total=False):
+    """What a head passes through `**kwargs` to `BehrtModel.forward`: `TransformersKwargs`
+    (`position_ids`, `output_attentions`, `output_hidden_states`, ...) and `inputs_embeds`."""
+
+    inputs_embeds: torch.FloatTensor | None
+
+
+class BehrtForMaskedLM(_MLMHeadMixin, BehrtPreTrainedModel):
+    def __init__(self, config: BehrtConfig):
+        super().__init__(config)
+        self.behrt = BehrtModel(config, add_pooling_layer=False)
+        self.mlm_head = BehrtMLMHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, age_ids=None, segment_ids=None, visit_ids=None,
+                labels: torch.LongTensor | None = None, **kwargs: Unpack[BehrtKwargs]) -> MaskedLMOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
-            The original code at masked positions, -100 elsewhere.
+            The original code at masked positions, -100 elsewhere. Other inputs: see `BehrtModel.forward`.
         """
-        outputs = self.behrt(
-            **_model_inputs(input_ids, attention_mask, age_ids, segment_ids, visit_ids, position_ids,
-                            inputs_embeds, output_attentions, output_hidden_states)
-        )
-        logits = self.mlm_head(outputs.last_hidden_state)
+        outputs = self.behrt(input_ids, attention_mask=attention_mask, age_ids=age_ids, segment_ids=segment_ids,
+                             visit_ids=visit_ids, return_dict=True, **kwargs)
+        logits = self.mlm_head(outputs.last_hidden_state)  # (B, T, V)
         loss = masked_lm_loss(logits, labels) if labels is not None else None
-        output = MaskedLMOutput(
+        return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if self._return_dict(return_dict) else output.to_tuple()
 
 
 class BehrtForNextVisitPrediction(BehrtPreTrainedModel):
@@ -490,34 +502,20 @@ class BehrtForNextVisitPrediction(BehrtPreTrainedModel):
         self.nvp_head = BehrtNVPHead(config)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        age_ids=None,
-        segment_ids=None,
-        visit_ids=None,
-        position_ids=None,
-        inputs_embeds=None,
-        labels: torch.Tensor | None = None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ) -> SequenceClassifierOutput | tuple:
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, age_ids=None, segment_ids=None, visit_ids=None,
+                labels: torch.Tensor | None = None, **kwargs: Unpack[BehrtKwargs]) -> SequenceClassifierOutput:
         r"""
         labels (`torch.Tensor` of shape `(batch_size, vocab_size)`, *optional*):
-            Multi-hot codes of the next visit.
+            Multi-hot codes of the next visit. Other inputs: see `BehrtModel.forward`.
         """
-        outputs = self.behrt(
-            **_model_inputs(input_ids, attention_mask, age_ids, segment_ids, visit_ids, position_ids,
-                            inputs_embeds, output_attentions, output_hidden_states)
-        )
-        logits = self.nvp_head(outputs.pooler_output)
+        outputs = self.behrt(input_ids, attention_mask=attention_mask, age_ids=age_ids, segment_ids=segment_ids,
+                             visit_ids=visit_ids, return_dict=True, **kwargs)
+        logits = self.nvp_head(outputs.pooler_output)  # (B, V)
         loss = next_visit_loss(logits, labels, self.config.nvp_pos_weight) if labels is not None else None
-        output = SequenceClassifierOutput(
+        return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if self._return_dict(return_dict) else output.to_tuple()
 
 
 @dataclass
@@ -537,11 +535,9 @@ class BehrtForPreTrainingOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-class BehrtForPreTraining(BehrtPreTrainedModel):
+class BehrtForPreTraining(_MLMHeadMixin, BehrtPreTrainedModel):
     """Masked-code modelling and next-visit prediction together. The heads have the same names as in
     `BehrtForMaskedLM` / `BehrtForNextVisitPrediction`, so a pretraining checkpoint loads fully into either."""
-
-    _tied_weights_keys = {"mlm_head.decoder.weight": "behrt.embeddings.code_embeddings.weight"}
 
     def __init__(self, config: BehrtConfig):
         super().__init__(config)
@@ -550,43 +546,25 @@ class BehrtForPreTraining(BehrtPreTrainedModel):
         self.nvp_head = BehrtNVPHead(config)
         self.post_init()
 
-    def get_output_embeddings(self):
-        return self.mlm_head.decoder
-
-    def set_output_embeddings(self, new_embeddings):
-        self.mlm_head.decoder = new_embeddings
-
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        age_ids=None,
-        segment_ids=None,
-        visit_ids=None,
-        position_ids=None,
-        inputs_embeds=None,
-        labels: torch.LongTensor | None = None,
-        next_visit_labels: torch.Tensor | None = None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ) -> BehrtForPreTrainingOutput | tuple:
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, age_ids=None, segment_ids=None, visit_ids=None,
+                labels: torch.LongTensor | None = None, next_visit_labels: torch.Tensor | None = None,
+                **kwargs: Unpack[BehrtKwargs]) -> BehrtForPreTrainingOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*): MLM targets, -100 elsewhere.
         next_visit_labels (`torch.Tensor` of shape `(batch_size, vocab_size)`, *optional*): multi-hot next visit.
+        Other inputs: see `BehrtModel.forward`.
         """
-        outputs = self.behrt(
-            **_model_inputs(input_ids, attention_mask, age_ids, segment_ids, visit_ids, position_ids,
-                            inputs_embeds, output_attentions, output_hidden_states)
-        )
-        mlm_logits = self.mlm_head(outputs.last_hidden_state)
-        nvp_logits = self.nvp_head(outputs.pooler_output)
+        outputs = self.behrt(input_ids, attention_mask=attention_mask, age_ids=age_ids, segment_ids=segment_ids,
+                             visit_ids=visit_ids, return_dict=True, **kwargs)
+        mlm_logits = self.mlm_head(outputs.last_hidden_state)  # (B, T, V)
+        nvp_logits = self.nvp_head(outputs.pooler_output)  # (B, V)
         mlm_loss = masked_lm_loss(mlm_logits, labels) if labels is not None else None
         nvp_loss = None
         if next_visit_labels is not None:
             nvp_loss = next_visit_loss(nvp_logits, next_visit_labels, self.config.nvp_pos_weight)
         terms = [t for t in (mlm_loss, None if nvp_loss is None else self.config.nvp_loss_weight * nvp_loss) if t is not None]
-        output = BehrtForPreTrainingOutput(
+        return BehrtForPreTrainingOutput(
             loss=sum(terms) if terms else None,
             mlm_loss=mlm_loss,
             nvp_loss=nvp_loss,
@@ -595,7 +573,6 @@ class BehrtForPreTraining(BehrtPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return output if self._return_dict(return_dict) else output.to_tuple()
 
 
 class BehrtForSequenceClassification(BehrtPreTrainedModel):
@@ -614,34 +591,21 @@ class BehrtForSequenceClassification(BehrtPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        age_ids=None,
-        segment_ids=None,
-        visit_ids=None,
-        position_ids=None,
-        inputs_embeds=None,
-        labels: torch.Tensor | None = None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ) -> SequenceClassifierOutput | tuple:
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, age_ids=None, segment_ids=None, visit_ids=None,
+                labels: torch.Tensor | None = None, **kwargs: Unpack[BehrtKwargs]) -> SequenceClassifierOutput:
         r"""
         labels (`torch.Tensor`, *optional*): `(batch_size,)` class ids (single-label), `(batch_size, num_labels)`
             0/1 floats (multi-label), or `(batch_size,)` / `(batch_size, num_labels)` floats (regression).
+            Other inputs: see `BehrtModel.forward`.
         """
-        outputs = self.behrt(
-            **_model_inputs(input_ids, attention_mask, age_ids, segment_ids, visit_ids, position_ids,
-                            inputs_embeds, output_attentions, output_hidden_states)
-        )
+        outputs = self.behrt(input_ids, attention_mask=attention_mask, age_ids=age_ids, segment_ids=segment_ids,
+                             visit_ids=visit_ids, return_dict=True, **kwargs)
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
         loss = self._loss(logits, labels) if labels is not None else None
-        output = SequenceClassifierOutput(
+        return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if self._return_dict(return_dict) else output.to_tuple()
 
     def _loss(self, logits, labels):
         config = self.config

@@ -52,16 +52,21 @@ REMOTE_SCRIPT = textwrap.dedent(
         raise SystemExit("behrt_hf is importable; the test would prove nothing")
     except ImportError:
         pass
-    from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+    from transformers import (
+        AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, AutoModelForSequenceClassification
+    )
     path = sys.argv[1]
     inputs = {k: torch.tensor(v) for k, v in json.load(open(sys.argv[2])).items()}
     result = {}
-    for name, auto in [("base", AutoModel), ("mlm", AutoModelForMaskedLM), ("cls", AutoModelForSequenceClassification)]:
+    autos = [("base", AutoModel), ("mlm", AutoModelForMaskedLM), ("cls", AutoModelForSequenceClassification),
+             ("pretraining", AutoModelForPreTraining)]
+    for name, auto in autos:
         model = auto.from_pretrained(path, trust_remote_code=True).eval()
         assert "behrt_hf" not in type(model).__module__, type(model).__module__
         with torch.no_grad():
-            out = model(**inputs)
-        result[name] = [type(model).__name__, (out.logits if hasattr(out, "logits") else out.last_hidden_state).tolist()]
+            out = model(**inputs, output_hidden_states=True)  # passed through **kwargs to the backbone
+        assert len(out.hidden_states) == model.config.num_hidden_layers + 1, name
+        result[name] = [type(model).__name__, out[0].tolist()]  # without labels: logits / last_hidden_state
     print(json.dumps(result))
     """
 )
@@ -88,8 +93,8 @@ def test_trust_remote_code_loading_without_behrt_hf(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert [result[k][0] for k in ("base", "mlm", "cls")] == [
-        "BehrtModel", "BehrtForMaskedLM", "BehrtForSequenceClassification"]
+    assert [result[k][0] for k in ("base", "mlm", "cls", "pretraining")] == [
+        "BehrtModel", "BehrtForMaskedLM", "BehrtForSequenceClassification", "BehrtForPreTraining"]
     with torch.no_grad():
         expected = model(**{k: torch.tensor(v) for k, v in inputs.items()}).logits
     torch.testing.assert_close(torch.tensor(result["mlm"][1]), expected)

@@ -1,9 +1,11 @@
 """BEHRT modeling: shapes and losses of every head, save/load, SDPA vs eager, gradient checkpointing."""
 
 import copy
+import inspect
 
 import pytest
 import torch
+from transformers.utils.generic import find_labels
 
 from behrt_hf import (
     BehrtConfig,
@@ -12,8 +14,9 @@ from behrt_hf import (
     BehrtForPreTraining,
     BehrtForSequenceClassification,
     BehrtModel,
+    BehrtTokenizerFast,
 )
-from behrt_hf.modeling_behrt import sinusoidal_table
+from behrt_hf.modeling_behrt import _check_id_ranges, sinusoidal_table
 from tests.helpers import tiny_config
 
 ALL_CLASSES = [
@@ -47,6 +50,19 @@ class BehrtModelTester:
             "segment_ids": (visit_ids % 2) * attention_mask,
             "visit_ids": visit_ids * attention_mask,
         }
+
+    def labels_for(self, cls, inputs, seed=1):
+        """Random labels for `cls`'s forward as keyword arguments (none for the bare `BehrtModel`)."""
+        g = torch.Generator().manual_seed(seed)
+        mlm = inputs["input_ids"].masked_fill(torch.rand(inputs["input_ids"].shape, generator=g) < 0.5, -100)
+        nvp = (torch.rand(self.batch_size, self.config.vocab_size, generator=g) < 0.1).float()
+        return {
+            BehrtModel: {},
+            BehrtForMaskedLM: {"labels": mlm},
+            BehrtForNextVisitPrediction: {"labels": nvp},
+            BehrtForPreTraining: {"labels": mlm, "next_visit_labels": nvp},
+            BehrtForSequenceClassification: {"labels": torch.randint(0, 2, (self.batch_size,), generator=g)},
+        }[cls]
 
     def create_and_check_model(self):
         model = BehrtModel(self.config).eval()
@@ -279,24 +295,43 @@ def test_pooling(pooling):
     torch.testing.assert_close(out.pooler_output, expected)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+def _training_loss(model, inputs, labels):
+    """The head's loss; for the bare `BehrtModel`, a scalar that depends on every output."""
+    out = model(**inputs, **labels)
+    if isinstance(model, BehrtModel):
+        return out.last_hidden_state.pow(2).mean() + out.pooler_output.pow(2).mean()
+    return out.loss
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(cls):
     tester = BehrtModelTester(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     inputs = tester.prepare_inputs()
-    labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+    labels = tester.labels_for(cls, inputs)
 
-    def grads(model):
+    def loss_and_grads(model):
+        """Loss, gradients, and how often the layers' attention ran (a checkpointed layer runs again in backward)."""
         model.train()
-        model(**inputs, labels=labels).loss.backward()
-        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        calls = []
+        backbone = model if isinstance(model, BehrtModel) else model.behrt
+        hooks = [layer.attention.register_forward_hook(lambda *_: calls.append(1)) for layer in backbone.encoder.layer]
+        loss = _training_loss(model, inputs, labels)
+        loss.backward()
+        for hook in hooks:
+            hook.remove()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return loss.detach(), grads, len(calls)
 
     torch.manual_seed(0)
-    plain = BehrtForMaskedLM(tester.config)
+    plain = cls(tester.config)
     checkpointed = copy.deepcopy(plain)
     enable = getattr(checkpointed, "activation_checkpointing_enable", None) or checkpointed.gradient_checkpointing_enable
     enable()
-    assert all(layer.gradient_checkpointing for layer in checkpointed.behrt.encoder.layer)
-    expected, actual = grads(plain), grads(checkpointed)
-    assert expected.keys() == actual.keys()
+    expected_loss, expected, plain_calls = loss_and_grads(plain)
+    actual_loss, actual, checkpointed_calls = loss_and_grads(checkpointed)
+    assert (plain_calls, checkpointed_calls) == (tester.config.num_hidden_layers, 2 * tester.config.num_hidden_layers)
+    torch.testing.assert_close(actual_loss, expected_loss)
+    assert expected and expected.keys() == actual.keys()
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=1e-5, msg=name)
 
@@ -330,10 +365,72 @@ def test_out_of_range_ids_give_a_clear_error():
         model(**dict(inputs, age_ids=inputs["age_ids"].clone().fill_(500)))
     with pytest.raises(ValueError, match="input_ids holds the id 99"):
         model(**dict(inputs, input_ids=inputs["input_ids"].clone().fill_(99)))
+    with pytest.raises(ValueError, match=r"segment_ids holds the id 2, outside the embedding's range \[0, 2\)"):
+        model(**dict(inputs, segment_ids=inputs["segment_ids"].clone().fill_(2)))
+    with pytest.raises(ValueError, match=r"position_ids holds the id -1, outside the embedding's range \[0, 64\)"):
+        model(**inputs, position_ids=torch.full_like(inputs["input_ids"], -1))
     with pytest.raises(ValueError, match="exceeds max_position_embeddings"):
         model(input_ids=torch.ones(1, 65, dtype=torch.long))
     with pytest.raises(ValueError, match="exactly one of"):
         model()
+    # with visit positions the visit ids are the position ids, checked the same way
+    visits = BehrtForSequenceClassification(tiny_config(position_encoding="visit_sinusoidal")).eval()
+    with pytest.raises(ValueError, match="position_ids holds the id 64"):
+        visits(**dict(inputs, visit_ids=inputs["visit_ids"].clone().fill_(64)))
+
+
+@pytest.mark.parametrize("position_encoding", ["token", "visit_sinusoidal"])
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_forward_reads_nothing_back_from_an_accelerator(cls, position_encoding):
+    """Off the CPU, forward must not sync with the host (`.tolist()`, `.item()`, `bool(t)`) to check
+    ids or look at the mask: it would stall the device every step. Meta tensors stand in for an
+    accelerator's: reading one back raises, so a forward that completes read nothing back, even
+    with out-of-range ids and padding."""
+    tester = BehrtModelTester(position_encoding=position_encoding)
+    with torch.device("meta"):
+        model = cls(tester.config)
+    inputs = {k: v.to("meta") for k, v in tester.prepare_inputs().items()}
+    inputs["age_ids"] = torch.full_like(inputs["age_ids"], 10_000)  # out of range: unchecked off the CPU
+    labels = {k: v.to("meta") for k, v in tester.labels_for(cls, tester.prepare_inputs()).items()}
+    out = model(**inputs, **labels)
+    assert out[0].device.type == "meta"
+    assert _check_id_ranges(age_ids=(inputs["age_ids"], 3)) is None
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_forward_signature_names_what_the_trainer_reads(cls):
+    """The Trainer keeps the dataset columns `forward` names (`remove_unused_columns`) and takes its
+    label names from the parameters containing "label"; `**kwargs` must not make it pass
+    `num_items_in_batch` (our losses are means over their own batch)."""
+    params = inspect.signature(cls.forward).parameters
+    assert set(BehrtTokenizerFast.model_input_names) <= set(params)
+    expected = {BehrtModel: [], BehrtForPreTraining: ["labels", "next_visit_labels"]}.get(cls, ["labels"])
+    assert find_labels(cls) == expected
+    assert cls.accepts_loss_kwargs is False
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_keyword_inputs_pass_through_to_the_backbone(cls):
+    tester = BehrtModelTester()
+    torch.manual_seed(0)
+    model = cls(tester.config).eval()
+    backbone = model if cls is BehrtModel else model.behrt
+    inputs = tester.prepare_inputs()
+    labels = tester.labels_for(cls, inputs)
+    with torch.no_grad():
+        out = model(**inputs, **labels, output_attentions=True, output_hidden_states=True)
+        assert len(out.hidden_states) == tester.config.num_hidden_layers + 1
+        assert len(out.attentions) == tester.config.num_hidden_layers
+        embeds = backbone.embeddings.code_embeddings(inputs["input_ids"])
+        from_embeds = model(**dict(inputs, input_ids=None), inputs_embeds=embeds, **labels)
+        torch.testing.assert_close(from_embeds[0], out[0])
+        shifted = model(**inputs, **labels, position_ids=torch.arange(1, tester.seq_length + 1).expand(3, -1))
+        assert not torch.allclose(shifted[1 if labels else 0], out[1 if labels else 0])
+        as_tuple = model(**inputs, **labels, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], out[0])  # the loss first when labels are given
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['age_id'\]"):
+        model(**inputs, age_id=inputs["age_ids"])
 
 
 def test_return_tuple():
@@ -357,14 +454,13 @@ def test_config_round_trip_and_validation(tmp_path):
         BehrtConfig(pooling="sum")
 
 
-def _count(model):
-    return sum(p.numel() for p in model.parameters())
-
-
 def test_preset_parameter_counts():
-    """The planned sizes at vocab 1000: small ~0.5M, medium 2-3M, large 10-15M; original is BEHRT's shape."""
-    counts = {name: _count(BehrtForMaskedLM(BehrtConfig.from_preset(name, vocab_size=1000)))
-              for name in ("small", "medium", "large", "original")}
+    """The planned sizes at vocab 1000: small ~0.5M, medium 2-3M, large 10-15M; original is BEHRT's shape.
+    Built on the meta device: shapes without memory or initialisation."""
+    counts = {}
+    for name in ("small", "medium", "large", "original"):
+        with torch.device("meta"):
+            counts[name] = BehrtForMaskedLM(BehrtConfig.from_preset(name, vocab_size=1000)).num_parameters()
     assert 0.4e6 <= counts["small"] <= 0.6e6, counts
     assert 2e6 <= counts["medium"] <= 3e6, counts
     assert 10e6 <= counts["large"] <= 15e6, counts
