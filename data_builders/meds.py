@@ -60,22 +60,10 @@ import pyarrow.parquet as pq
 
 from behrt_hf.schema import MEDS_BIRTH_CODE, MEDS_GENDER_PREFIX, MEDS_SPLIT_NAMES
 
-from ._reader_utils import (
-    ADJUSTED,
-    EVENT_SCHEMA,
-    FILTERED,
-    INVALID,
-    PEOPLE_SCHEMA,
-    TIMESTAMP,
-    MissingFileError,
-    PatientReaderBuilder,
-    ReaderConfig,
-    ReaderInputError,
-    assemble_patients,
-    count_rows,
-    hash_split,
-    normalize_sex,
-)
+from ._assemble import EVENT_SCHEMA, PEOPLE_SCHEMA, TIMESTAMP, assemble_patients
+from ._csv_io import normalize_sex
+from ._drop_report import ADJUSTED, FILTERED, INVALID, MissingFileError, ReaderInputError, count_rows
+from ._reader_base import PatientReaderBuilder, ReaderConfig, hash_split
 
 # MEDS split name -> patient-schema split name
 SPLIT_FROM_MEDS = {meds_name: name for name, meds_name in MEDS_SPLIT_NAMES.items()}
