@@ -66,13 +66,8 @@ def assemble_patients(
     time_valid = events.column("time").is_valid().to_numpy(zero_copy_only=False)
     time_us = pc.fill_null(events.column("time").cast(pa.int64()), 0).to_numpy()
 
-    no_birth = np.flatnonzero(~has_birth[:-1])
-    report.add(
-        INVALID,
-        "patient without a birth date (all its events dropped)",
-        len(no_birth),
-        (f"patient {people_ids[int(i)].as_py()}" for i in no_birth[: report.max_examples]),
-    )
+    describe_person = lambda i: f"patient {people_ids[i].as_py()}"  # noqa: E731
+    report.add_where(INVALID, "patient without a birth date (all its events dropped)", ~has_birth[:-1], describe_person)
     unknown = rank < 0
     count_rows(report, INVALID, UNKNOWN_PATIENT, unknown, events, sources)
     usable = has_birth[rank]
@@ -107,13 +102,7 @@ def assemble_patients(
 
     with_visits = np.zeros(len(has_birth), dtype=bool)
     with_visits[rank] = True
-    lost = np.flatnonzero(~with_visits & has_birth)
-    report.add(
-        FILTERED,
-        "patient with no visit left",
-        len(lost),
-        (f"patient {people_ids[int(i)].as_py()}" for i in lost[: report.max_examples]),
-    )
+    report.add_where(FILTERED, "patient with no visit left", ~with_visits & has_birth, describe_person)
     report.kept["events"] += len(rank)
     yield from _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, report)
 

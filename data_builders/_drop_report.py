@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +74,12 @@ class DropReport:
         getattr(self, kind)[reason] += int(count)
         kept = self.examples.setdefault(reason, [])
         kept.extend(examples[: max(0, self.max_examples - len(kept))])
+
+    def add_where(self, kind: str, reason: str, mask: np.ndarray, describe: Callable[[int], str]) -> None:
+        """`add` the items selected by boolean `mask`; `describe(i)` names the first few as examples."""
+        n = int(np.count_nonzero(mask))
+        if n:
+            self.add(kind, reason, n, (describe(int(i)) for i in np.flatnonzero(mask)[: self.max_examples]))
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -133,21 +139,15 @@ def count_rows(
 
     `mask` indexes `events` directly, or `index` (row numbers into `events`) when given.
     """
-    n = int(mask.sum())
-    if n:
-        first = np.flatnonzero(mask)[: report.max_examples]
-        rows = first if index is None else index[first]
-        report.add(kind, reason, n, (describe_event(events, int(i), sources) for i in rows))
+    rows = np.arange(len(mask)) if index is None else index
+    report.add_where(kind, reason, mask, lambda i: describe_event(events, int(rows[i]), sources))
 
 
 def count_csv_rows(
     report: DropReport, kind: str, reason: str, mask: np.ndarray, table: pa.Table, source: str, show: Sequence[str] = ()
 ) -> None:
     """Count the rows of a table from `read_csv` selected by `mask`; examples show the `show` columns."""
-    n = int(mask.sum())
-    if n:
-        rows = np.flatnonzero(mask)[: report.max_examples]
-        report.add(kind, reason, n, (describe_csv_row(table, int(i), source, show) for i in rows))
+    report.add_where(kind, reason, mask, lambda i: describe_csv_row(table, i, source, show))
 
 
 def describe_csv_row(table: pa.Table, i: int, source: str, show: Sequence[str] = ()) -> str:

@@ -169,14 +169,13 @@ class MimicReader(CsvReaderBuilder):
         first_us = pc.fill_null(pc.cast(firsts.column("time_min").take(where), pa.int64()), 0).to_numpy()
         birth_us = pc.cast(people.column("birth"), pa.int64()).to_numpy()  # _people_table left no null birth
         shifted = has_first & ((first_us - birth_us) / US_PER_YEAR > SHIFTED_AGE_THRESHOLD)
-        rows = np.flatnonzero(shifted)
-        self.drop_report.add(
+        self.drop_report.add_where(
             ADJUSTED,
             f"patient with a shifted DOB (older than 89): age at first admission set to {self.config.shifted_age:g}",
-            len(rows),
-            (f"patient {people.column('patient_id')[int(i)].as_py()}" for i in rows[:3]),
+            shifted,
+            lambda i: f"patient {people.column('patient_id')[i].as_py()}",
         )
-        if not len(rows):
+        if not shifted.any():
             return people
         new_birth = np.where(shifted, first_us - round(self.config.shifted_age * US_PER_YEAR), birth_us)
         birth = pa.array(new_birth).cast(TIMESTAMP)
