@@ -367,11 +367,13 @@ def test_prevalence_roughly_matches_targets(stats_rows):
 
 
 def test_report_prints_and_plots(tiny, cache, tmp_path, capsys):
-    assert report.main(["--config", "tiny", "--cache-dir", cache, "--output-dir", str(tmp_path)]) == 0
+    assert report.main(["--synthetic", "tiny", "--cache_dir", cache, "--output_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "prevalence of recorded conditions" in out and "heart_failure_1y" in out
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["prevalence_by_age.png", "tasks_calibration.png", "utilisation_and_codes.png"]
+    with pytest.raises(ValueError, match="max_patients must be positive"):
+        report.main(["--synthetic", "tiny", "--max_patients", "0"])
 
 
 def test_console_scripts_resolve():
