@@ -119,6 +119,45 @@ def codes_metadata() -> pa.Table:
     })
 
 
+def _write_metadata(output_dir: str, name: str, config: SyntheticEHRConfig, split_ids: list, split_names: list,
+                    labels: dict) -> None:
+    """metadata/{subject_splits.parquet, codes.parquet, dataset.json} and labels/<task>.parquet, each validated."""
+    from meds import CodeMetadataSchema, DatasetMetadataSchema, LabelSchema, SubjectSplitSchema
+
+    splits_table = pa.table({"subject_id": pa.array(split_ids, pa.int64()), "split": pa.array(split_names)})
+    SubjectSplitSchema.validate(splits_table)
+    pq.write_table(splits_table, os.path.join(output_dir, "metadata", "subject_splits.parquet"))
+    codes_table = codes_metadata()
+    CodeMetadataSchema.validate(codes_table)
+    pq.write_table(codes_table, os.path.join(output_dir, "metadata", "codes.parquet"))
+    os.makedirs(os.path.join(output_dir, "labels"), exist_ok=True)
+    for task, (ids, when, value) in labels.items():
+        table = pa.table({
+            "subject_id": pa.array(ids, pa.int64()),
+            "prediction_time": pa.array(when, pa.int64()).cast(pa.timestamp("us")),
+            "boolean_value": pa.array(value, pa.bool_()),
+        })
+        LabelSchema.validate(table)
+        pq.write_table(table, os.path.join(output_dir, "labels", f"{task}.parquet"))
+
+    import meds
+
+    import behrt_hf
+
+    metadata = {
+        "dataset_name": f"behrt_hf_synthetic_ehr_{name}",
+        "dataset_version": f"{name}-n{config.num_patients}-seed{config.seed}-{generator_code_hash()}",
+        "etl_name": "behrt_hf.data_builders.meds_export",
+        "etl_version": behrt_hf.__version__,
+        "meds_version": meds.__version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "license": "Apache-2.0 (synthetic data; not real patients, not for clinical use)",
+    }
+    DatasetMetadataSchema.validate(metadata)
+    with open(os.path.join(output_dir, "metadata", "dataset.json"), "w") as f:
+        json.dump(metadata, f, indent=2)
+
+
 def export_meds(
     output_dir: str,
     name: str = "small",
@@ -166,40 +205,7 @@ def export_meds(
     for w in writers.values():
         w.flush()
 
-    from meds import CodeMetadataSchema, DatasetMetadataSchema, LabelSchema, SubjectSplitSchema
-
-    splits_table = pa.table({"subject_id": pa.array(split_ids, pa.int64()), "split": pa.array(split_names)})
-    SubjectSplitSchema.validate(splits_table)
-    pq.write_table(splits_table, os.path.join(output_dir, "metadata", "subject_splits.parquet"))
-    codes_table = codes_metadata()
-    CodeMetadataSchema.validate(codes_table)
-    pq.write_table(codes_table, os.path.join(output_dir, "metadata", "codes.parquet"))
-    os.makedirs(os.path.join(output_dir, "labels"), exist_ok=True)
-    for task, (ids, when, value) in labels.items():
-        table = pa.table({
-            "subject_id": pa.array(ids, pa.int64()),
-            "prediction_time": pa.array(when, pa.int64()).cast(pa.timestamp("us")),
-            "boolean_value": pa.array(value, pa.bool_()),
-        })
-        LabelSchema.validate(table)
-        pq.write_table(table, os.path.join(output_dir, "labels", f"{task}.parquet"))
-
-    import meds
-
-    import behrt_hf
-
-    metadata = {
-        "dataset_name": f"behrt_hf_synthetic_ehr_{name}",
-        "dataset_version": f"{name}-n{config.num_patients}-seed{config.seed}-{generator_code_hash()}",
-        "etl_name": "behrt_hf.data_builders.meds_export",
-        "etl_version": behrt_hf.__version__,
-        "meds_version": meds.__version__,
-        "created_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "license": "Apache-2.0 (synthetic data; not real patients, not for clinical use)",
-    }
-    DatasetMetadataSchema.validate(metadata)
-    with open(os.path.join(output_dir, "metadata", "dataset.json"), "w") as f:
-        json.dump(metadata, f, indent=2)
+    _write_metadata(output_dir, name, config, split_ids, split_names, labels)
     files = [p for w in writers.values() for p in w.files]
     events = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
     return {"subjects": counts, "events": events, "files": files, "output_dir": output_dir}
