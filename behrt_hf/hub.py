@@ -58,7 +58,8 @@ REQUIRED_FILES = {
 BASE_TAGS = ["behrt", "ehr", "medical"]
 # Training outputs that are not part of a published model: resumable checkpoints, TensorBoard
 # runs, the pickled TrainingArguments, two_stage fine-tuning's head warm-up folder.
-DEFAULT_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "training_args.bin", "*.lock", "stage1_head/**"]
+DEFAULT_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "training_args.bin", "*.lock",
+                           "stage1_head/**"]
 # Keys of an eval block that are bookkeeping, not metrics.
 _NOT_METRICS = ("runtime", "per_second", "epoch", "num_", "samples", "steps", "threshold")
 _PEFT_AUTO = {"SEQ_CLS": "AutoPeftModelForSequenceClassification", "TOKEN_CLS": "AutoPeftModelForTokenClassification",
@@ -434,8 +435,10 @@ def _check_aggregates(folder: Path, files: Sequence[str]) -> None:
         if name not in AGGREGATE_FILES:
             continue
         text = (folder / name).read_text()
-        values = [json.loads(line) for line in text.splitlines() if line.strip()] if name.endswith(".jsonl") \
-            else json.loads(text)
+        if name.endswith(".jsonl"):
+            values = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            values = json.loads(text)
         found = per_patient_entries(values)
         if found:
             raise ValueError(
@@ -472,8 +475,9 @@ def files_to_push(
     folder = Path(folder)
     present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     named = sorted({Path(name).as_posix() for name in extra_files})
-    if set(named) - set(present):
-        raise ValueError(f"{folder}: extra_files not found in the folder: {', '.join(sorted(set(named) - set(present)))}.")
+    missing = sorted(set(named) - set(present))
+    if missing:
+        raise ValueError(f"{folder}: extra_files not found in the folder: {', '.join(missing)}.")
     patient_named = [name for name in named if _matches(name, PATIENT_LEVEL_FILES)]
     if patient_named and not allow_patient_data:
         raise ValueError(

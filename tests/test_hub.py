@@ -417,7 +417,8 @@ def test_cli_is_private_by_default():
     with pytest.raises(ValueError, match="not used"):  # private is the default, not a flag
         parse_args(PushArguments, [*base, "--private"])
     with pytest.raises(ValueError, match="namespace/name"):
-        parse_args(PushArguments, ["--folder", "out", "--repo_id", "x"])
+        parse_args(PushArguments, ["--folder", "out", "--repo_id", "me/x/y"])
+    assert parse_args(PushArguments, ["--folder", "out", "--repo_id", "x"])[0].repo_id == "x"  # the user's namespace
     with pytest.raises(ValueError, match="--include"):
         parse_args(PushArguments, [*base, "--allow_patient_data"])
     args = parse_args(PushArguments, [*base, "--include", "notes.txt", "eval/table.csv", "--exclude", "*.log"])[0]

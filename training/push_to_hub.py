@@ -30,16 +30,18 @@ class PushArguments:
     """What to push where, and what may go up besides the allow-list."""
 
     folder: str = field(metadata={"help": "Output folder of behrt-pretrain or finetune (a saved model or adapter)."})
-    repo_id: str = field(metadata={"help": "Hub repo to push to: namespace/name."})
+    repo_id: str = field(metadata={"help": "Hub repo to push to: namespace/name (or name, in your namespace)."})
     public: bool = field(default=False, metadata={"help": "Create the repo public (by default it is private)."})
     token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN or the saved login)."})
     kind: str | None = field(default=None, metadata={"help": "Override the detection of model / adapter.",
                                                      "choices": KINDS})
     base_model: str | None = field(default=None, metadata={
         "help": "Adapters: Hub id of the base model (written into the card and adapter_config.json)."})
-    datasets: list[str] | None = field(default=None, metadata={"help": "Hub ids of the training datasets, for the card."})
+    datasets: list[str] | None = field(default=None, metadata={
+        "help": "Hub ids of the training datasets, for the card."})
     license: str = field(default="apache-2.0", metadata={"help": "License id for the card."})
-    commit_message: str | None = field(default=None, metadata={"help": "Commit message (default: 'Upload BEHRT <kind>')."})
+    commit_message: str | None = field(default=None, metadata={
+        "help": "Commit message (default: 'Upload BEHRT <kind>')."})
     include: list[str] | None = field(default=None, metadata={
         "help": "Files of the folder outside the allow-list to push too (paths relative to the folder)."})
     exclude: list[str] | None = field(default=None, metadata={
@@ -49,8 +51,8 @@ class PushArguments:
                 "data that may be published (synthetic, or de-identified with the right to share)."})
 
     def __post_init__(self):
-        if self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
-            raise ValueError(f"--repo_id must be namespace/name, got {self.repo_id!r}.")
+        if self.repo_id.count("/") > 1 or not all(self.repo_id.split("/")):
+            raise ValueError(f"--repo_id must be namespace/name (or a name in your namespace), got {self.repo_id!r}.")
         if self.allow_patient_data and not self.include:
             raise ValueError("--allow_patient_data only applies to files named with --include.")
 
