@@ -11,12 +11,18 @@ eval results as a model-index) comes from `ModelCardData`, the body from the tra
 summary (`summary.json` of behrt-pretrain / finetune): whatever keys it holds are rendered,
 missing ones are left out.
 
+Nothing patient-level leaves the machine: a folder push uploads an allow-list (`files_to_push`:
+weights, configs, code, tokenizer, card, aggregate summaries and plots), leaves predictions and
+embeddings out, and refuses any other file unless it is named; a cohort push refuses a cohort that
+is not marked synthetic unless `allow_real_data=True`.
+
 Everything goes through `HfApi`, so `HF_ENDPOINT` (and `HF_TOKEN`) choose the Hub and the
 account, as for any huggingface_hub client. Repos are created private unless told otherwise.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
@@ -25,7 +31,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, ModelCard, ModelCardData, RepoUrl
+from huggingface_hub import (
+    CommitOperationAdd,
+    DatasetCard,
+    DatasetCardData,
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    RepoUrl,
+)
 
 from .modeling_behrt import AUTO_MAP
 
@@ -42,8 +57,9 @@ REQUIRED_FILES = {
 }
 BASE_TAGS = ["behrt", "ehr", "medical"]
 # Training outputs that are not part of a published model: resumable checkpoints, TensorBoard
-# runs, the pickled TrainingArguments.
-DEFAULT_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "training_args.bin", "*.lock"]
+# runs, the pickled TrainingArguments, two_stage fine-tuning's head warm-up folder.
+DEFAULT_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "training_args.bin", "*.lock",
+                           "stage1_head/**"]
 # Keys of an eval block that are bookkeeping, not metrics.
 _NOT_METRICS = ("runtime", "per_second", "epoch", "num_", "samples", "steps", "threshold")
 _PEFT_AUTO = {"SEQ_CLS": "AutoPeftModelForSequenceClassification", "TOKEN_CLS": "AutoPeftModelForTokenClassification",
@@ -361,6 +377,143 @@ def _point_adapter_at(folder: Path, base_model: str | None) -> str:
     return base_model
 
 
+# ---- what a push publishes --------------------------------------------------------------------
+
+# The files of a folder that a push publishes (top level only): what behrt-pretrain and
+# behrt-finetune write for a model or an adapter, and the aggregates of the run.
+PUBLISHED_FILES = (
+    # weights and configuration (transformers, PEFT; sharded weights with their index)
+    "config.json", "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
+    "pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json",
+    "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin",
+    # the code `trust_remote_code` loads, the tokenizer, the card
+    "configuration_behrt.py", "modeling_behrt.py",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "README.md",
+    # aggregates of the run (checked by `per_patient_entries`) and plots of them
+    "summary.json", "all_results.json", "train_results.json", "eval_results.json", "trainer_state.json",
+    "metrics.jsonl", "training_curves.png", "*roc.png", "*pr.png", "*calibration.png",
+)
+# Files that hold a row per patient (ids, labels, probabilities, embeddings, tables of a cohort):
+# on real data, health data. Left out of every push; published only when named in `extra_files`
+# and `allow_patient_data=True`.
+PATIENT_LEVEL_FILES = (
+    "*predictions*", "*embeddings*", "*explanation*", "*.parquet", "*.arrow", "*.csv", "*.csv.gz", "*.tsv",
+    "*.npy", "*.npz", "*.pkl", "*.pickle",
+)
+# Published files that must hold aggregates only.
+AGGREGATE_FILES = ("summary.json", "all_results.json", "train_results.json", "eval_results.json",
+                   "trainer_state.json", "metrics.jsonl")
+# Keys that name a patient, and the longest list of plain values an aggregate may hold.
+PATIENT_KEYS = frozenset({"patient_id", "patient_ids", "subject_id", "subject_ids", "prediction_time"})
+MAX_AGGREGATE_LIST = 256
+
+
+def _matches(path: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(path, pattern) for pattern in patterns)
+
+
+def per_patient_entries(value: Any, where: str = "") -> list[str]:
+    """Where a JSON value holds per-patient data: a key naming patients (`PATIENT_KEYS`), or a list
+    of more than `MAX_AGGREGATE_LIST` numbers or strings (a value per patient). Aggregates (metrics,
+    counts, configs, the Trainer's log history) hold neither."""
+    found = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            found += [path] if str(key).lower() in PATIENT_KEYS else per_patient_entries(item, path)
+    elif isinstance(value, list):
+        if len(value) > MAX_AGGREGATE_LIST and not any(isinstance(v, (Mapping, list)) for v in value):
+            return [f"{where or 'the file'} ({len(value):,} values)"]
+        for i, item in enumerate(value):
+            found += per_patient_entries(item, f"{where}[{i}]")
+    return found
+
+
+def _check_aggregates(folder: Path, files: Sequence[str]) -> None:
+    """Raise if a published summary / metrics file holds per-patient entries."""
+    for name in files:
+        if name not in AGGREGATE_FILES:
+            continue
+        text = (folder / name).read_text()
+        if name.endswith(".jsonl"):
+            values = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            values = json.loads(text)
+        found = per_patient_entries(values)
+        if found:
+            raise ValueError(
+                f"{folder / name} holds per-patient data ({', '.join(found[:5])}); a published {name} must hold "
+                f"aggregates only. Remove those entries, or leave the file out (ignore_patterns / --exclude {name})."
+            )
+
+
+def _by_top_folder(paths: Sequence[str]) -> str:
+    """'checkpoint-2/ (11 files), training_args.bin': a short list of what was left out."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        top = path.split("/", 1)[0] + ("/" if "/" in path else "")
+        counts[top] = counts.get(top, 0) + 1
+    return ", ".join(f"{top} ({n} files)" if top.endswith("/") else top for top, n in counts.items())
+
+
+def files_to_push(
+    folder: str | Path,
+    *,
+    extra_files: Sequence[str] = (),
+    ignore_patterns: Sequence[str] = tuple(DEFAULT_IGNORE_PATTERNS),
+    allow_patient_data: bool = False,
+) -> list[str]:
+    """The files of `folder` a push uploads (paths relative to it, sorted); what is left out is logged.
+
+    Uploaded: the allow-list `PUBLISHED_FILES` and the files named in `extra_files`. Left out and
+    logged: files matching `ignore_patterns` (checkpoints, TensorBoard runs, pickled arguments) and
+    patient-level files (`PATIENT_LEVEL_FILES`: predictions, embeddings, tables). Refused with a
+    ValueError naming them: any other file (name it in `extra_files` to publish it, or match it
+    with `ignore_patterns` to leave it out); a patient-level file named in `extra_files` without
+    `allow_patient_data=True`; a summary or metrics file holding per-patient entries.
+    """
+    folder = Path(folder)
+    present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    named = sorted({Path(name).as_posix() for name in extra_files})
+    missing = sorted(set(named) - set(present))
+    if missing:
+        raise ValueError(f"{folder}: extra_files not found in the folder: {', '.join(missing)}.")
+    patient_named = [name for name in named if _matches(name, PATIENT_LEVEL_FILES)]
+    if patient_named and not allow_patient_data:
+        raise ValueError(
+            f"{folder}: {', '.join(patient_named)} hold(s) patient-level data (one row per patient); on real data a "
+            "push would publish health data, private repo or not. Only if these may be published, pass "
+            "allow_patient_data=True (--allow_patient_data) as well as naming them."
+        )
+    if patient_named:
+        logger.warning("%s: pushing patient-level files %s as asked (allow_patient_data=True).", folder, patient_named)
+    published, ignored, patient, unknown = list(named), [], [], []
+    for path in present:
+        if path in named:
+            continue
+        if _matches(path, ignore_patterns):
+            ignored.append(path)
+        elif _matches(path, PATIENT_LEVEL_FILES):
+            patient.append(path)
+        elif "/" not in path and _matches(path, PUBLISHED_FILES):
+            published.append(path)
+        else:
+            unknown.append(path)
+    if unknown:
+        raise ValueError(
+            f"{folder}: {', '.join(unknown)} would go up but are not part of a published model or adapter. "
+            "Name the ones to publish (extra_files=[...] / --include FILE) and leave the rest out "
+            "(ignore_patterns / --exclude PATTERN)."
+        )
+    if patient:
+        logger.warning("%s: not pushing patient-level files: %s (name them and pass allow_patient_data=True to "
+                       "publish them).", folder, ", ".join(patient))
+    if ignored:
+        logger.info("%s: not pushing training byproducts: %s", folder, _by_top_folder(ignored))
+    _check_aggregates(folder, published)
+    return sorted(published)
+
+
 def push_folder_to_hub(
     folder: str | Path,
     repo_id: str,
@@ -374,8 +527,15 @@ def push_folder_to_hub(
     datasets: Sequence[str] | None = None,
     license: str = "apache-2.0",
     ignore_patterns: Sequence[str] = tuple(DEFAULT_IGNORE_PATTERNS),
+    extra_files: Sequence[str] = (),
+    allow_patient_data: bool = False,
 ) -> str:
-    """Write the model card into `folder` as README.md and upload the folder to `repo_id`.
+    """Write the model card into `folder` as README.md and upload the folder's publishable files to `repo_id`.
+
+    What goes up is an allow-list (`files_to_push`): weights, configs, code files, tokenizer, card,
+    adapter files, aggregate summaries and plots. Patient-level files (predictions, embeddings) are
+    left out and logged; any other file is refused unless named in `extra_files` or matched by
+    `ignore_patterns`. Nothing is sent before these checks pass.
 
     Args:
         folder: a saved model (`save_pretrained`: config.json + weights) or PEFT adapter
@@ -392,6 +552,9 @@ def push_folder_to_hub(
         datasets: Hub ids of the training datasets, for the card.
         license: license id for the card.
         ignore_patterns: files not to upload (checkpoints, TensorBoard runs, pickled arguments).
+        extra_files: files outside the allow-list to upload too (paths relative to `folder`).
+        allow_patient_data: let patient-level files named in `extra_files` go up; only for data
+            that may be published (synthetic, or de-identified with the right to share).
 
     Returns:
         The URL of the repo.
@@ -399,6 +562,8 @@ def push_folder_to_hub(
     folder = Path(folder)
     kind = kind or detect_kind(folder)
     check_folder(folder, kind)
+    files = files_to_push(folder, extra_files=extra_files, ignore_patterns=ignore_patterns,
+                          allow_patient_data=allow_patient_data)
     if kind == "adapter":
         base_model = _point_adapter_at(folder, base_model)
     summary = read_summary(folder) if summary is None else summary
@@ -408,11 +573,11 @@ def push_folder_to_hub(
     card = render_model_card(folder, summary, kind, base_model=base_model, datasets=datasets, license=license,
                              repo_id=repo_id)
     card.save(folder / "README.md")
-    commit = api.upload_folder(
-        repo_id=repo_id, folder_path=folder, commit_message=commit_message or f"Upload BEHRT {kind}",
-        ignore_patterns=list(ignore_patterns), token=token,
-    )
-    logger.info("pushed %s to %s (%s)", folder, repo_id, commit.commit_url)
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name))
+                  for name in sorted({*files, "README.md"})]
+    commit = api.create_commit(repo_id=repo_id, operations=operations, token=token,
+                               commit_message=commit_message or f"Upload BEHRT {kind}")
+    logger.info("pushed %d files of %s to %s (%s)", len(operations), folder, repo_id, commit.commit_url)
     return str(repo_url)
 
 
@@ -444,10 +609,15 @@ def push_dataset_to_hub(
     card_text: str | None = None,
     token: str | None = None,
     license: str = "apache-2.0",
-    synthetic: bool = True,
+    allow_real_data: bool = False,
     commit_message: str = "Upload cohort",
 ) -> str:
     """Push a `DatasetDict` in the patient schema as Parquet shards, with a dataset card.
+
+    Only a synthetic cohort goes up unless told otherwise: one whose splits carry the synthetic
+    builder's marker (`behrt_hf.data_builders.synthetic_ehr.is_synthetic_cohort`). Any other
+    cohort (read from MEDS, MIMIC, Synthea, or rebuilt from rows) is refused before anything is
+    sent, unless `allow_real_data=True`.
 
     The card goes first; `DatasetDict.push_to_hub` then adds the data and the `configs` /
     `dataset_info` metadata to it, so that `datasets.load_dataset(repo_id)` returns the same
@@ -460,11 +630,23 @@ def push_dataset_to_hub(
         card_text: Markdown body of the card; defaults to a description of the cohort.
         token: a Hub token; defaults to the one huggingface_hub finds.
         license: license id of the card.
-        synthetic: whether the records are synthetic (tags and wording of the default card).
+        allow_real_data: push a cohort that is not marked synthetic; only for data that may be
+            published (de-identified, with the right to share). Its card is not tagged synthetic.
 
     Returns:
         The URL of the dataset repo.
     """
+    from behrt_hf.data_builders.synthetic_ehr import SYNTHETIC_MARKER, is_synthetic_cohort
+
+    synthetic = is_synthetic_cohort(dataset_dict)
+    if not synthetic and not allow_real_data:
+        raise ValueError(
+            f"Refusing to push to {repo_id}: the cohort is not marked synthetic (its splits' info.description lacks "
+            f"{SYNTHETIC_MARKER!r}, which behrt_hf's synthetic builder writes), so it may hold real patients' records. "
+            "Only if the data may be published (de-identified, with the right to share), pass allow_real_data=True."
+        )
+    if not synthetic:
+        logger.warning("pushing a cohort that is not marked synthetic to %s (allow_real_data=True).", repo_id)
     api = HfApi(token=token)
     repo_url = _create_repo(api, repo_id, "dataset", private, token)
     repo_id = repo_url.repo_id
@@ -477,10 +659,14 @@ def push_dataset_to_hub(
 
 __all__ = [
     "DEFAULT_IGNORE_PATTERNS",
+    "PATIENT_LEVEL_FILES",
+    "PUBLISHED_FILES",
     "check_folder",
     "detect_kind",
     "eval_results_of",
+    "files_to_push",
     "metrics_of",
+    "per_patient_entries",
     "push_dataset_to_hub",
     "push_folder_to_hub",
     "read_summary",

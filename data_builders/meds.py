@@ -60,22 +60,10 @@ import pyarrow.parquet as pq
 
 from behrt_hf.schema import MEDS_BIRTH_CODE, MEDS_GENDER_PREFIX, MEDS_SPLIT_NAMES
 
-from ._reader_utils import (
-    ADJUSTED,
-    EVENT_SCHEMA,
-    FILTERED,
-    INVALID,
-    PEOPLE_SCHEMA,
-    TIMESTAMP,
-    MissingFileError,
-    PatientReaderBuilder,
-    ReaderConfig,
-    ReaderInputError,
-    assemble_patients,
-    count_rows,
-    hash_split,
-    normalize_sex,
-)
+from ._assemble import EVENT_SCHEMA, PEOPLE_SCHEMA, TIMESTAMP, assemble_patients
+from ._csv_io import normalize_sex
+from ._drop_report import ADJUSTED, FILTERED, INVALID, MissingFileError, ReaderInputError, count_rows
+from ._reader_base import PatientReaderBuilder, ReaderConfig, hash_split
 
 # MEDS split name -> patient-schema split name
 SPLIT_FROM_MEDS = {meds_name: name for name, meds_name in MEDS_SPLIT_NAMES.items()}
@@ -180,14 +168,13 @@ class MedsReader(PatientReaderBuilder):
         for i in range(len(self._shards)):
             subjects = self._shard_subjects(i)
             again = np.fromiter((s in seen for s in subjects.tolist()), bool, len(subjects))
-            if again.any():
-                self.drop_report.add(
-                    INVALID,
-                    "subject found in more than one shard (its rows in later shards dropped)",
-                    int(again.sum()),
-                    (f"subject {s} in {self._sources[i]} and {self._sources[seen[s]]}" for s in subjects[again][:3].tolist()),
-                )
-                subjects = subjects[~again]
+            self.drop_report.add_where(
+                INVALID,
+                "subject found in more than one shard (its rows in later shards dropped)",
+                again,
+                lambda j: f"subject {subjects[j]} in {self._sources[i]} and {self._sources[seen[int(subjects[j])]]}",
+            )
+            subjects = subjects[~again]
             seen.update((s, i) for s in subjects.tolist())
             splits = self._splits_of(subjects, split_of, i)
             for split in np.unique(splits).tolist():
@@ -235,12 +222,13 @@ class MedsReader(PatientReaderBuilder):
                 raise ReaderInputError(f"{path}: split name {name!r} is not usable as a datasets split name")
         unique_ids, first = np.unique(ids, return_index=True)
         first = np.sort(first)
-        repeated = np.setdiff1d(np.arange(len(ids)), first)
-        self.drop_report.add(
+        repeated = np.ones(len(ids), dtype=bool)
+        repeated[first] = False
+        self.drop_report.add_where(
             INVALID,
             "subject listed more than once in subject_splits.parquet (first kept)",
-            len(repeated),
-            (f"{meds.subject_splits_filepath} row {r + 1} (subject {ids[r]})" for r in repeated[:3]),
+            repeated,
+            lambda r: f"{meds.subject_splits_filepath} row {r + 1} (subject {ids[r]})",
         )
         return pa.array(ids[first]), names[first]
 
@@ -251,13 +239,12 @@ class MedsReader(PatientReaderBuilder):
         ids, names = split_of
         where = pc.fill_null(pc.index_in(pa.array(subjects, pa.int64()), value_set=ids), -1).to_numpy()
         missing = where < 0
-        if missing.any():
-            self.drop_report.add(
-                INVALID,
-                "subject missing from metadata/subject_splits.parquet (its rows dropped)",
-                int(missing.sum()),
-                (f"subject {s} in {self._sources[shard]}" for s in subjects[missing][:3].tolist()),
-            )
+        self.drop_report.add_where(
+            INVALID,
+            "subject missing from metadata/subject_splits.parquet (its rows dropped)",
+            missing,
+            lambda j: f"subject {subjects[j]} in {self._sources[shard]}",
+        )
         out = np.full(len(subjects), "", dtype=object)
         out[~missing] = names[where[~missing]]
         return out
@@ -281,9 +268,9 @@ class MedsReader(PatientReaderBuilder):
         """Distinct subject ids of a shard, in order of first appearance (null ids counted here, once)."""
         self._shard_columns(i)
         ids = pq.read_table(self._shards[i], columns=[SUBJECT_ID]).column(0).cast(pa.int64())
-        rows = np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))
-        self.drop_report.add(
-            INVALID, "event with a null subject_id", len(rows), (f"{self._sources[i]} row {r + 1}" for r in rows[:3])
+        self.drop_report.add_where(
+            INVALID, "event with a null subject_id", ids.is_null().to_numpy(zero_copy_only=False),
+            lambda r: f"{self._sources[i]} row {r + 1}",
         )
         return pc.unique(ids.drop_null()).to_numpy()
 
@@ -352,9 +339,8 @@ class MedsReader(PatientReaderBuilder):
         patients, first = np.unique(which, return_index=True)
         pairs = pa.table({"p": which, "v": picked}).group_by(["p", "v"], use_threads=False).aggregate([])
         n_values = np.bincount(pairs.column("p").to_numpy(), minlength=len(ids)) if pairs.num_rows else np.zeros(len(ids), int)
-        conflicted = np.flatnonzero(n_values > 1)
-        self.drop_report.add(
-            INVALID, f"patient with {conflict} (first kept)", len(conflicted), (f"patient {ids[int(p)].as_py()}" for p in conflicted[:3])
+        self.drop_report.add_where(
+            INVALID, f"patient with {conflict} (first kept)", n_values > 1, lambda p: f"patient {ids[p].as_py()}"
         )
         slot = np.full(len(ids), -1, np.int64)
         slot[patients] = first

@@ -1,7 +1,7 @@
 """Write a synthetic cohort as a MEDS dataset (https://github.com/Medical-Event-Data-Standard/meds).
 
-    behrt-synthetic-export out/meds_small --config small --seed 0
-    python -m behrt_hf.data_builders.meds_export out/meds_tiny --config tiny
+    behrt-synthetic-export --output_dir out/meds_small --synthetic small --seed 0
+    python -m behrt_hf.data_builders.meds_export --output_dir out/meds_tiny --synthetic tiny
 
 Layout (validated with the ``meds`` package's schemas)::
 
@@ -24,13 +24,12 @@ is bounded by ``subjects_per_shard`` per split, whatever the cohort size.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -120,6 +119,45 @@ def codes_metadata() -> pa.Table:
     })
 
 
+def _write_metadata(output_dir: str, name: str, config: SyntheticEHRConfig, split_ids: list, split_names: list,
+                    labels: dict) -> None:
+    """metadata/{subject_splits.parquet, codes.parquet, dataset.json} and labels/<task>.parquet, each validated."""
+    from meds import CodeMetadataSchema, DatasetMetadataSchema, LabelSchema, SubjectSplitSchema
+
+    splits_table = pa.table({"subject_id": pa.array(split_ids, pa.int64()), "split": pa.array(split_names)})
+    SubjectSplitSchema.validate(splits_table)
+    pq.write_table(splits_table, os.path.join(output_dir, "metadata", "subject_splits.parquet"))
+    codes_table = codes_metadata()
+    CodeMetadataSchema.validate(codes_table)
+    pq.write_table(codes_table, os.path.join(output_dir, "metadata", "codes.parquet"))
+    os.makedirs(os.path.join(output_dir, "labels"), exist_ok=True)
+    for task, (ids, when, value) in labels.items():
+        table = pa.table({
+            "subject_id": pa.array(ids, pa.int64()),
+            "prediction_time": pa.array(when, pa.int64()).cast(pa.timestamp("us")),
+            "boolean_value": pa.array(value, pa.bool_()),
+        })
+        LabelSchema.validate(table)
+        pq.write_table(table, os.path.join(output_dir, "labels", f"{task}.parquet"))
+
+    import meds
+
+    import behrt_hf
+
+    metadata = {
+        "dataset_name": f"behrt_hf_synthetic_ehr_{name}",
+        "dataset_version": f"{name}-n{config.num_patients}-seed{config.seed}-{generator_code_hash()}",
+        "etl_name": "behrt_hf.data_builders.meds_export",
+        "etl_version": behrt_hf.__version__,
+        "meds_version": meds.__version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "license": "Apache-2.0 (synthetic data; not real patients, not for clinical use)",
+    }
+    DatasetMetadataSchema.validate(metadata)
+    with open(os.path.join(output_dir, "metadata", "dataset.json"), "w") as f:
+        json.dump(metadata, f, indent=2)
+
+
 def export_meds(
     output_dir: str,
     name: str = "small",
@@ -167,63 +205,51 @@ def export_meds(
     for w in writers.values():
         w.flush()
 
-    from meds import CodeMetadataSchema, DatasetMetadataSchema, LabelSchema, SubjectSplitSchema
-
-    splits_table = pa.table({"subject_id": pa.array(split_ids, pa.int64()), "split": pa.array(split_names)})
-    SubjectSplitSchema.validate(splits_table)
-    pq.write_table(splits_table, os.path.join(output_dir, "metadata", "subject_splits.parquet"))
-    codes_table = codes_metadata()
-    CodeMetadataSchema.validate(codes_table)
-    pq.write_table(codes_table, os.path.join(output_dir, "metadata", "codes.parquet"))
-    os.makedirs(os.path.join(output_dir, "labels"), exist_ok=True)
-    for task, (ids, when, value) in labels.items():
-        table = pa.table({
-            "subject_id": pa.array(ids, pa.int64()),
-            "prediction_time": pa.array(when, pa.int64()).cast(pa.timestamp("us")),
-            "boolean_value": pa.array(value, pa.bool_()),
-        })
-        LabelSchema.validate(table)
-        pq.write_table(table, os.path.join(output_dir, "labels", f"{task}.parquet"))
-
-    import meds
-
-    import behrt_hf
-
-    metadata = {
-        "dataset_name": f"behrt_hf_synthetic_ehr_{name}",
-        "dataset_version": f"{name}-n{config.num_patients}-seed{config.seed}-{generator_code_hash()}",
-        "etl_name": "behrt_hf.data_builders.meds_export",
-        "etl_version": behrt_hf.__version__,
-        "meds_version": meds.__version__,
-        "created_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "license": "Apache-2.0 (synthetic data; not real patients, not for clinical use)",
-    }
-    DatasetMetadataSchema.validate(metadata)
-    with open(os.path.join(output_dir, "metadata", "dataset.json"), "w") as f:
-        json.dump(metadata, f, indent=2)
+    _write_metadata(output_dir, name, config, split_ids, split_names, labels)
     files = [p for w in writers.values() for p in w.files]
     events = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
     return {"subjects": counts, "events": events, "files": files, "output_dir": output_dir}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Write a synthetic EHR cohort as a MEDS dataset.")
-    parser.add_argument("output_dir")
-    parser.add_argument("--config", default="small", choices=list(CONFIG_SIZES))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-patients", type=int, default=None)
-    parser.add_argument("--split-fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1),
-                        metavar=("TRAIN", "VALIDATION", "TEST"))
-    parser.add_argument("--subjects-per-shard", type=int, default=10000)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        summary = export_meds(args.output_dir, args.config, args.seed, args.num_patients,
-                              tuple(args.split_fractions), args.subjects_per_shard, args.overwrite)
-    except (ValueError, FileExistsError) as e:
-        parser.error(str(e))
+@dataclass
+class ExportArguments:
+    """Which synthetic cohort to write, and where."""
+
+    output_dir: str = field(metadata={"help": "Folder to write the MEDS dataset into (created; must be empty)."})
+    synthetic: str = field(default="small", metadata={"help": "The synthetic cohort's size preset.",
+                                                      "choices": list(CONFIG_SIZES)})
+    seed: int = field(default=0, metadata={"help": "The cohort's seed."})
+    num_patients: int | None = field(default=None, metadata={"help": "Override the preset's number of patients."})
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1], metadata={
+        "help": "Train, validation (MEDS tuning) and test (MEDS held_out) fractions."})
+    subjects_per_shard: int = field(default=10000, metadata={"help": "Subjects per data/<split>/<k>.parquet file."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace the contents of a non-empty output_dir."})
+
+    def __post_init__(self):
+        if len(self.split_fractions) != 3:
+            raise ValueError(f"--split_fractions takes three numbers (train validation test), got {self.split_fractions}")
+        if self.num_patients is not None and self.num_patients <= 0:  # export_meds reads 0 as "the preset's"
+            raise ValueError(f"--num_patients must be positive, got {self.num_patients}")
+
+
+def run(args: ExportArguments) -> dict:
+    """Export the cohort and print a one-line summary; returns `export_meds`' summary."""
+    summary = export_meds(args.output_dir, args.synthetic, args.seed, args.num_patients, tuple(args.split_fractions),
+                          args.subjects_per_shard, args.overwrite)
     print(f"wrote {summary['events']:,} events for {sum(summary['subjects'].values()):,} subjects "
           f"({', '.join(f'{k}={v}' for k, v in summary['subjects'].items())}) to {summary['output_dir']}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`behrt-synthetic-export`: parse the arguments (or one .json / .yaml file) and export."""
+    from behrt_hf.training.common import parse_args
+
+    try:
+        (args,) = parse_args(ExportArguments, argv)
+        run(args)
+    except (ValueError, FileExistsError) as e:  # a bad option or a non-empty folder: the message, no traceback
+        raise SystemExit(f"behrt-synthetic-export: error: {e}") from None
     return 0
 
 
@@ -231,4 +257,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["codes_metadata", "export_meds", "main"]
+__all__ = ["ExportArguments", "codes_metadata", "export_meds", "main", "run"]

@@ -53,22 +53,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._reader_utils import (
-    ADJUSTED,
-    EVENT_SCHEMA,
-    FILTERED,
-    INVALID,
-    TIMESTAMP,
-    US_PER_YEAR,
-    CsvReaderBuilder,
-    ReaderConfig,
-    count_csv_rows,
-    find_csv,
-    normalize_icd,
-    normalize_sex,
-    parse_datetimes,
-    parse_ints,
-)
+from ._assemble import EVENT_SCHEMA, TIMESTAMP, US_PER_YEAR
+from ._csv_io import find_csv, normalize_icd, normalize_sex, parse_datetimes, parse_ints
+from ._drop_report import ADJUSTED, FILTERED, INVALID, count_csv_rows
+from ._reader_base import CsvReaderBuilder, ReaderConfig
 
 SUBDIRS = ("", "hosp")
 EVENT_TABLES = ("diagnoses", "procedures", "prescriptions")
@@ -163,14 +151,14 @@ class MimicReader(CsvReaderBuilder):
             year = pc.if_else(ok, year, pa.scalar(None, pa.int64()))
             birth = parse_datetimes(pc.binary_join_element_wise(pc.utf8_lpad(pc.cast(year, pa.string()), 4, "0"), "01-01", "-"))
         ids = pc.cast(parse_ints(table.column("subject_id")), pa.string())
-        return self._people(table, src, ids, normalize_sex(table.column("gender")), birth, columns)
+        return self._people_table(table, src, ids, normalize_sex(table.column("gender")), birth, columns)
 
     def _read_admissions(self) -> pa.Table:
         columns = ["subject_id", "hadm_id", "admittime"]
         table, src = self._read_table(self._files["admissions"], columns)
         ids = pc.cast(parse_ints(table.column("hadm_id")), pa.string())
         patients = pc.cast(parse_ints(table.column("subject_id")), pa.string())
-        return self._visits(table, src, ids, patients, parse_datetimes(table.column("admittime")), "admission", columns)
+        return self._visits_table(table, src, ids, patients, parse_datetimes(table.column("admittime")), "admission", columns)
 
     def _unshift_ages(self, people: pa.Table, visits: pa.Table) -> pa.Table:
         """MIMIC-III: patients older than 89 appear ~300 at their first admission; give them `shifted_age`."""
@@ -179,16 +167,15 @@ class MimicReader(CsvReaderBuilder):
         where = pc.index_in(people.column("patient_id"), value_set=firsts.column("patient_id"))
         has_first = where.is_valid().to_numpy(zero_copy_only=False)
         first_us = pc.fill_null(pc.cast(firsts.column("time_min").take(where), pa.int64()), 0).to_numpy()
-        birth_us = pc.cast(people.column("birth"), pa.int64()).to_numpy()  # _people left no null birth
+        birth_us = pc.cast(people.column("birth"), pa.int64()).to_numpy()  # _people_table left no null birth
         shifted = has_first & ((first_us - birth_us) / US_PER_YEAR > SHIFTED_AGE_THRESHOLD)
-        rows = np.flatnonzero(shifted)
-        self.drop_report.add(
+        self.drop_report.add_where(
             ADJUSTED,
             f"patient with a shifted DOB (older than 89): age at first admission set to {self.config.shifted_age:g}",
-            len(rows),
-            (f"patient {people.column('patient_id')[int(i)].as_py()}" for i in rows[:3]),
+            shifted,
+            lambda i: f"patient {people.column('patient_id')[i].as_py()}",
         )
-        if not len(rows):
+        if not shifted.any():
             return people
         new_birth = np.where(shifted, first_us - round(self.config.shifted_age * US_PER_YEAR), birth_us)
         birth = pa.array(new_birth).cast(TIMESTAMP)

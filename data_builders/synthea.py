@@ -37,18 +37,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._reader_utils import (
-    EVENT_SCHEMA,
-    INVALID,
-    CsvReaderBuilder,
-    MissingFileError,
-    ReaderConfig,
-    count_csv_rows,
-    find_csv,
-    normalize_icd,
-    normalize_sex,
-    parse_datetimes,
-)
+from ._assemble import EVENT_SCHEMA
+from ._csv_io import find_csv, normalize_icd, normalize_sex, parse_datetimes
+from ._drop_report import INVALID, MissingFileError, count_csv_rows
+from ._reader_base import CsvReaderBuilder, ReaderConfig
 
 EVENT_TABLES = ("conditions", "procedures", "medications", "observations")
 DEFAULT_SYSTEMS = {"conditions": "SNOMED", "procedures": "SNOMED", "medications": "RXNORM", "observations": "LOINC"}
@@ -108,12 +100,12 @@ class SyntheaReader(CsvReaderBuilder):
     def _read(self) -> tuple[pa.Table, pa.Table]:
         columns = ["id", "birthdate", "gender"]
         table, src = self._read_table(self._files["patients"], columns)
-        people = self._people(
+        people = self._people_table(
             table, src, table.column("id"), normalize_sex(table.column("gender")), parse_datetimes(table.column("birthdate")), columns
         )
         columns = ["id", "start", "patient"]
         table, src = self._read_table(self._files["encounters"], columns)
-        visits = self._visits(
+        visits = self._visits_table(
             table, src, table.column("id"), table.column("patient"), parse_datetimes(table.column("start")), "encounter", columns
         )
         events = []

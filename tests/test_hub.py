@@ -6,7 +6,9 @@ the loads run in client subprocesses whose environment points huggingface_hub at
 which call `guard_network()` first, so they cannot resolve or connect to anything else.
 """
 
+import datetime as dt
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -23,9 +25,21 @@ from huggingface_hub import ModelCard
 from peft import LoraConfig, get_peft_model
 
 from behrt_hf import BehrtForSequenceClassification
-from behrt_hf.hub import check_folder, detect_kind, push_folder_to_hub, render_model_card
+from behrt_hf.data_builders.meds import load_meds
+from behrt_hf.data_builders.synthetic_ehr import is_synthetic_cohort, load_synthetic
+from behrt_hf.hub import (
+    DEFAULT_IGNORE_PATTERNS,
+    check_folder,
+    detect_kind,
+    files_to_push,
+    per_patient_entries,
+    push_dataset_to_hub,
+    push_folder_to_hub,
+    render_model_card,
+)
 from behrt_hf.schema import patient_features
-from behrt_hf.training.push_to_hub import parse_args
+from behrt_hf.training.push_to_hub import PushArguments, parse_args
+from tests._readers_testutils import write_meds
 from tests.fake_hub import FakeHub
 from tests.helpers import make_patients, tiny_config
 
@@ -37,6 +51,8 @@ INPUTS = {
     "attention_mask": [[1] * 6, [1, 1, 1, 1, 1, 0]],
 }
 MODEL, PUBLIC, ADAPTER, COHORT = "alice/behrt-tiny", "alice/behrt-tiny-public", "alice/behrt-tiny-lora", "alice/cohort"
+SYNTHETIC = "alice/synthetic-cohort"
+PREDICTIONS = {"patient_id": ["17", "42"], "probability": [0.12, 0.81], "label": [0, 1]}  # what finetune writes
 
 FINETUNE_SUMMARY = {
     "task": "heart_failure_1y",
@@ -81,6 +97,7 @@ def logits(model) -> torch.Tensor:
 
 
 def tiny_cohort() -> datasets.DatasetDict:
+    """Rows built by hand: nothing marks them synthetic, so they stand for real patients' records."""
     features = patient_features(tasks=["hf"], with_oracle=True)
     rows = [
         {**p, "label_hf": i % 2, "oracle_hf": 0.25 + 0.5 * (i % 2), "index_visit_hf": len(p["visits"]) - 1}
@@ -104,14 +121,16 @@ from behrt_hf.training.push_to_hub import main
 
 args = json.loads(sys.argv[1])
 out = {
-    "model": main([args["model"], "--repo_id", "%(MODEL)s", "--token", args["token"]]),
-    "public": main([args["model"], "--repo_id", "%(PUBLIC)s", "--public"]),
-    "adapter": main([args["adapter"], "--repo_id", "%(ADAPTER)s", "--base_model", "%(MODEL)s",
-                     "--dataset", "%(COHORT)s"]),
-    "dataset": push_dataset_to_hub(datasets.load_from_disk(args["cohort"]), "%(COHORT)s", token=args["token"]),
+    "model": main(["--folder", args["model"], "--repo_id", "%(MODEL)s", "--token", args["token"]]),
+    "public": main(["--folder", args["model"], "--repo_id", "%(PUBLIC)s", "--public"]),
+    "adapter": main(["--folder", args["adapter"], "--repo_id", "%(ADAPTER)s", "--base_model", "%(MODEL)s",
+                     "--datasets", "%(COHORT)s"]),
+    "dataset": push_dataset_to_hub(datasets.load_from_disk(args["cohort"]), "%(COHORT)s", token=args["token"],
+                                   allow_real_data=True),
+    "synthetic": push_dataset_to_hub(datasets.load_from_disk(args["synthetic"]), "%(SYNTHETIC)s"),
 }
 print(json.dumps(out))
-""" % dict(MODEL=MODEL, PUBLIC=PUBLIC, ADAPTER=ADAPTER, COHORT=COHORT)
+""" % dict(MODEL=MODEL, PUBLIC=PUBLIC, ADAPTER=ADAPTER, COHORT=COHORT, SYNTHETIC=SYNTHETIC)
 
 # Loads everything back where `import behrt_hf` fails: the Hub repos alone must suffice.
 LOAD_SCRIPT = """
@@ -177,6 +196,8 @@ def published(fake_hub, tmp_path_factory):
     (tmp / "model" / "summary.json").write_text(json.dumps(FINETUNE_SUMMARY))
     (tmp / "model" / "checkpoint-1").mkdir()
     (tmp / "model" / "checkpoint-1" / "optimizer.pt").write_bytes(b"\0" * 64)  # must not be uploaded
+    for split in ("test", "validation"):  # patient-level: must not be uploaded either
+        (tmp / "model" / f"predictions_{split}.json").write_text(json.dumps(PREDICTIONS))
 
     lora_base = BehrtForSequenceClassification.from_pretrained(tmp / "model")
     peft_model = get_peft_model(lora_base, LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8,
@@ -191,9 +212,10 @@ def published(fake_hub, tmp_path_factory):
 
     cohort = tiny_cohort()
     cohort.save_to_disk(tmp / "cohort")
+    load_synthetic("tiny", num_patients=12, cache_dir=str(tmp / "synthetic_cache")).save_to_disk(tmp / "synthetic")
     pushed = run_client(fake_hub, PUSH_SCRIPT,
                         {"model": str(tmp / "model"), "adapter": str(tmp / "adapter"), "cohort": str(tmp / "cohort"),
-                         "token": fake_hub.token}, tmp)
+                         "synthetic": str(tmp / "synthetic"), "token": fake_hub.token}, tmp)
     return dict(tmp=tmp, pushed=pushed, cohort=cohort, model_logits=logits(base), adapter_logits=logits(peft_model))
 
 
@@ -260,6 +282,15 @@ def test_push_uploads_weights_as_lfs_and_leaves_checkpoints_out(fake_hub, publis
     assert files["model.safetensors"].lfs and not files["config.json"].lfs
     assert {"README.md", "config.json", "configuration_behrt.py", "modeling_behrt.py", "summary.json"} <= set(files)
     assert not any(path.startswith("checkpoint-") for path in files)
+
+
+def test_push_leaves_patient_level_files_on_the_machine(fake_hub, published):
+    assert (published["tmp"] / "model" / "predictions_test.json").is_file()  # they were in the folder
+    for repo in (MODEL, PUBLIC):
+        files = set(fake_hub.repo("model", repo).head.files)
+        assert not any("predictions" in path for path in files), files
+        assert files == {".gitattributes", "README.md", "config.json", "configuration_behrt.py",
+                         "model.safetensors", "modeling_behrt.py", "summary.json"}
     card = fake_hub.read("model", MODEL, "README.md").decode()
     assert card.startswith("---\n") and "Not for clinical use" in card
 
@@ -275,7 +306,16 @@ def test_dataset_round_trip(fake_hub, published, reloaded):
         assert loaded[split].features == original[split].features
         assert loaded[split].to_list() == original[split].to_list()
     card = fake_hub.read("dataset", COHORT, "README.md").decode()
-    assert "synthetic" in card.lower() and "dataset_info" in card  # our text, plus push_to_hub's metadata
+    assert "dataset_info" in card  # our text, plus push_to_hub's metadata
+    # rows built by hand, pushed with allow_real_data=True: the card does not call them synthetic
+    assert "A cohort of electronic health records" in card and "- synthetic" not in card
+
+
+def test_a_synthetic_cohort_goes_up_without_being_told(fake_hub, published):
+    files = set(fake_hub.repo("dataset", SYNTHETIC).head.files)
+    assert any(path.endswith(".parquet") for path in files), files
+    card = fake_hub.read("dataset", SYNTHETIC, "README.md").decode()
+    assert "A **synthetic** cohort" in card and "- synthetic" in card
 
 
 # ---- in-process: cards and checks, no Hub ------------------------------------------------------
@@ -371,8 +411,98 @@ def test_network_guard_refuses_anything_but_loopback(fake_hub):
 
 
 def test_cli_is_private_by_default():
-    assert parse_args(["out", "--repo_id", "me/x"]).private is True
-    assert parse_args(["out", "--repo_id", "me/x", "--public"]).private is False
-    with pytest.raises(SystemExit):
-        parse_args(["out", "--repo_id", "me/x", "--public", "--private"])
+    base = ["--folder", "out", "--repo_id", "me/x"]
+    assert parse_args(PushArguments, base)[0].private is True
+    assert parse_args(PushArguments, [*base, "--public"])[0].private is False
+    with pytest.raises(ValueError, match="not used"):  # private is the default, not a flag
+        parse_args(PushArguments, [*base, "--private"])
+    with pytest.raises(ValueError, match="namespace/name"):
+        parse_args(PushArguments, ["--folder", "out", "--repo_id", "me/x/y"])
+    assert parse_args(PushArguments, ["--folder", "out", "--repo_id", "x"])[0].repo_id == "x"  # the user's namespace
+    with pytest.raises(ValueError, match="--include"):
+        parse_args(PushArguments, [*base, "--allow_patient_data"])
+    args = parse_args(PushArguments, [*base, "--include", "notes.txt", "eval/table.csv", "--exclude", "*.log"])[0]
+    assert args.include == ["notes.txt", "eval/table.csv"] and args.exclude == ["*.log"]
+
+
+# ---- what may leave the machine: in-process, refused before any request -------------------------
+
+
+def _finetuned_folder(folder: Path) -> Path:
+    """What behrt-finetune leaves: the model, its summary and plots, the predictions, a checkpoint."""
+    save_tiny_classifier(folder)
+    (folder / "summary.json").write_text(json.dumps(FINETUNE_SUMMARY))
+    (folder / "roc.png").write_bytes(b"\x89PNG")
+    (folder / "training_args.bin").write_bytes(b"\0")
+    (folder / "checkpoint-2").mkdir()
+    (folder / "checkpoint-2" / "optimizer.pt").write_bytes(b"\0")
+    for split in ("test", "validation"):
+        (folder / f"predictions_{split}.json").write_text(json.dumps(PREDICTIONS))
+    return folder
+
+
+def test_the_allow_list_leaves_out_predictions_and_says_so(tmp_path, caplog):
+    folder = _finetuned_folder(tmp_path)
+    with caplog.at_level(logging.INFO, logger="behrt_hf.hub"):
+        files = files_to_push(folder)
+    assert files == ["config.json", "configuration_behrt.py", "model.safetensors", "modeling_behrt.py", "roc.png",
+                     "summary.json"]
+    assert "predictions_test.json, predictions_validation.json" in caplog.text  # left out, not silently
+    assert "checkpoint-2/ (1 files), training_args.bin" in caplog.text
+
+
+def test_unknown_files_are_refused_unless_named(tmp_path):
+    folder = _finetuned_folder(tmp_path)
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "eval").mkdir()
+    (folder / "eval" / "table.md").write_text("| a |")
+    with pytest.raises(ValueError, match=r"eval/table.md, notes.txt would go up.*--include FILE.*--exclude"):
+        files_to_push(folder)
+    with pytest.raises(ValueError, match="notes.txt"):
+        push_folder_to_hub(folder, "me/x", token="unused")  # fails before any request
+    assert {"notes.txt", "eval/table.md"} <= set(files_to_push(folder, extra_files=["notes.txt", "eval/table.md"]))
+    left_out = files_to_push(folder, ignore_patterns=[*DEFAULT_IGNORE_PATTERNS, "notes.txt", "eval/*"])
+    assert "notes.txt" not in left_out and "eval/table.md" not in left_out
+    with pytest.raises(ValueError, match="extra_files not found in the folder: missing.txt"):
+        files_to_push(folder, extra_files=["missing.txt"])
+
+
+@pytest.mark.parametrize("name", ["predictions_test.json", "embeddings.parquet", "cohort.csv"])
+def test_patient_level_files_go_up_only_when_named_and_allowed(tmp_path, name):
+    folder = _finetuned_folder(tmp_path)
+    (folder / name).write_bytes(b"patient rows")
+    assert name not in files_to_push(folder)
+    with pytest.raises(ValueError, match=f"{name} hold.*patient-level data.*allow_patient_data=True"):
+        files_to_push(folder, extra_files=[name])
+    with pytest.raises(ValueError, match="patient-level"):
+        push_folder_to_hub(folder, "me/x", token="unused", extra_files=[name])  # fails before any request
+    assert name in files_to_push(folder, extra_files=[name], allow_patient_data=True)
+
+
+def test_summaries_must_hold_aggregates_only(tmp_path):
+    assert per_patient_entries(FINETUNE_SUMMARY) == per_patient_entries(PRETRAIN_SUMMARY) == []
+    assert per_patient_entries({"log_history": [{"loss": 1.0, "step": s} for s in range(1000)]}) == []
+    folder = _finetuned_folder(tmp_path)
+    leaky = {**FINETUNE_SUMMARY, "splits": {"test": {"patient_id": ["17", "42"], "auroc": 0.7}}}
+    (folder / "summary.json").write_text(json.dumps(leaky))
+    with pytest.raises(ValueError, match=r"per-patient data \(splits.test.patient_id\); a published summary.json"):
+        push_folder_to_hub(folder, "me/x", token="unused")  # fails before any request
+    leaky = {**FINETUNE_SUMMARY, "eval": {**FINETUNE_SUMMARY["eval"], "probabilities": [0.5] * 300}}
+    (folder / "summary.json").write_text(json.dumps(leaky))
+    with pytest.raises(ValueError, match=r"eval.probabilities \(300 values\)"):
+        files_to_push(folder)
+    assert "summary.json" not in files_to_push(folder, ignore_patterns=[*DEFAULT_IGNORE_PATTERNS, "summary.json"])
+
+
+def test_a_cohort_not_marked_synthetic_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not marked synthetic.*allow_real_data=True"):
+        push_dataset_to_hub(tiny_cohort(), "me/x", token="unused")  # fails before any request
+    events = [(1, dt.datetime(1980, 1, 1), "MEDS_BIRTH"), (1, None, "GENDER//F"), (1, dt.datetime(2020, 1, 1), "ICD10CM//I10")]
+    read = load_meds(write_meds(tmp_path / "meds", {"0": events}), cache_dir=str(tmp_path / "cache"))
+    assert not is_synthetic_cohort(read)
+    with pytest.raises(ValueError, match="not marked synthetic"):
+        push_dataset_to_hub(read, "me/x", token="unused")
+    cohort = load_synthetic("tiny", num_patients=12, cache_dir=str(tmp_path / "synthetic"))
+    assert is_synthetic_cohort(cohort) and is_synthetic_cohort(cohort["train"].filter(lambda row: True))
+    assert not is_synthetic_cohort(datasets.Dataset.from_list(cohort["train"].to_list(), features=cohort["train"].features))
 

@@ -139,10 +139,16 @@ def test_refuses_to_overwrite_and_bad_input(exported, tmp_path):
 
 def test_cli(tmp_path, capsys):
     out = str(tmp_path / "cli")
-    assert me.main([out, "--config", "tiny", "--num-patients", "12", "--seed", "3"]) == 0
+    assert me.main(["--output_dir", out, "--synthetic", "tiny", "--num_patients", "12", "--seed", "3"]) == 0
     assert "12 subjects" in capsys.readouterr().out
     ids = pq.read_table(os.path.join(out, "metadata", "subject_splits.parquet")).column("subject_id").to_pylist()
     assert sorted(ids) == list(range(12))
-    with pytest.raises(SystemExit):
-        me.main([out, "--config", "tiny"])  # not empty, no --overwrite
-    assert me.main([out, "--config", "tiny", "--num-patients", "5", "--overwrite"]) == 0
+    with pytest.raises(SystemExit, match="is not empty"):
+        me.main(["--output_dir", out, "--synthetic", "tiny"])  # not empty, no --overwrite
+    assert me.main(["--output_dir", out, "--synthetic", "tiny", "--num_patients", "5", "--overwrite"]) == 0
+    assert "5 subjects" in capsys.readouterr().out
+    for bad, message in ((["--split_fractions", "0.8", "0.2"], "three numbers"), (["--num_patients", "0"], "positive")):
+        with pytest.raises(SystemExit, match=message):
+            me.main(["--output_dir", str(tmp_path / "other"), *bad])
+    with pytest.raises(SystemExit):  # argparse: not a preset
+        me.main(["--output_dir", str(tmp_path / "other"), "--synthetic", "huge"])

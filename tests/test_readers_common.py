@@ -10,23 +10,11 @@ import pyarrow as pa
 import pytest
 from _readers_testutils import age, write_csv
 
-from behrt_hf.data_builders._reader_utils import (
-    EVENT_SCHEMA,
-    FILTERED,
-    INVALID,
-    PEOPLE_SCHEMA,
-    DropReport,
-    MissingFileError,
-    ReaderError,
-    ReaderInputError,
-    assemble_patients,
-    find_csv,
-    hash_split,
-    normalize_icd,
-    parse_datetimes,
-    parse_ints,
-    read_csv,
-)
+from behrt_hf.data_builders import DropReport, MissingFileError, ReaderError, ReaderInputError
+from behrt_hf.data_builders._assemble import EVENT_SCHEMA, PEOPLE_SCHEMA, assemble_patients
+from behrt_hf.data_builders._csv_io import find_csv, normalize_icd, parse_datetimes, parse_ints, read_csv
+from behrt_hf.data_builders._drop_report import FILTERED, INVALID
+from behrt_hf.data_builders._reader_base import hash_split
 
 T = datetime
 
@@ -175,3 +163,31 @@ def test_assemble_patients_window_and_dedupe():
     assert report.filtered["event repeating a code within a visit"] == 1
     (row,) = assemble_patients(events, people, DropReport(), sources=["f"], window_us=2 * hour)
     assert [v["codes"] for v in row["visits"]] == [["A", "A", "B", "A"]]
+
+
+def test_reader_cache_key_follows_the_machinery_it_uses():
+    """A reader's cache key hashes its module and every behrt_hf module it uses, found through its imports."""
+    from behrt_hf.data_builders import meds, mimic, synthea
+    from behrt_hf.data_builders._cache_key import local_modules
+
+    shared = {f"behrt_hf.data_builders.{m}" for m in ("_assemble", "_cache_key", "_csv_io", "_drop_report", "_reader_base")}
+    for reader in (meds, mimic, synthea):
+        names = {m.__name__ for m in local_modules(reader)}
+        assert names >= shared | {reader.__name__, "behrt_hf.schema"}, names
+        assert not names & {"behrt_hf.data_builders.synthetic.simulate", "behrt_hf.modeling_behrt"}, names
+
+
+def test_errors_are_exported_lazily():
+    """The errors and the report come from `behrt_hf.data_builders`; importing the package loads no reader."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, behrt_hf.data_builders as db\n"
+        "assert 'behrt_hf.data_builders._reader_base' not in sys.modules\n"
+        "assert issubclass(db.MissingFileError, db.ReaderInputError) and issubclass(db.ReaderError, ValueError)\n"
+        "assert db.DropReport.__module__ == 'behrt_hf.data_builders._drop_report'\n"
+        "assert 'behrt_hf.data_builders._reader_base' not in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

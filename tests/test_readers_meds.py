@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from _readers_testutils import patients_by_id, visit, write_meds
 
-from behrt_hf.data_builders._reader_utils import MissingFileError, ReaderError, ReaderInputError
+from behrt_hf.data_builders import MissingFileError, ReaderError, ReaderInputError
 from behrt_hf.data_builders.meds import load_meds
 
 T = datetime
@@ -176,7 +176,7 @@ def test_strict_raises_naming_file_row_and_reason(awkward_dir, tmp_path):
 def test_without_subject_splits_the_hash_split_is_used(tmp_path):
     rows = [r for s in range(40) for r in ((s, T(1990, 1, 1), "MEDS_BIRTH"), (s, T(2000, 1, 1), "A"))]
     splits = load_meds(write_meds(tmp_path / "m", {"0": rows}), cache_dir=tmp_path)
-    from behrt_hf.data_builders._reader_utils import hash_split
+    from behrt_hf.data_builders._reader_base import hash_split
 
     for name, dataset in splits.items():
         assert all(hash_split(pid) == name for pid in dataset["patient_id"])

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from _readers_testutils import patients_by_id, visit, write_csv
 
-from behrt_hf.data_builders._reader_utils import MissingFileError, ReaderError, ReaderInputError
+from behrt_hf.data_builders import MissingFileError, ReaderError, ReaderInputError
 from behrt_hf.data_builders.mimic import load_mimic
 from behrt_hf.schema import SECONDS_PER_YEAR
 

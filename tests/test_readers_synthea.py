@@ -8,8 +8,8 @@ from datetime import datetime
 import pytest
 from _readers_testutils import patients_by_id, visit, write_csv
 
-from behrt_hf.data_builders._reader_utils import MissingFileError, ReaderError, ReaderInputError
-from behrt_hf.data_builders.synthea import load_synthea
+from behrt_hf.data_builders import MissingFileError, ReaderError, ReaderInputError
+from behrt_hf.data_builders.synthea import SyntheaReader, load_synthea
 
 T = datetime
 
@@ -86,6 +86,20 @@ def test_synthea(synthea, tmp_path):
     assert report.examples["event with an unknown code system"] == [
         "conditions.csv line 4 (patient='p-1', encounter='e2', system='WEIRD', code='123')"]
     assert any("procedures.csv not found" in note for note in report.notes)
+
+
+def test_a_reader_prepares_twice(synthea, tmp_path):
+    """`_plan` builds the patients table afresh each time (it once overwrote the method that builds it),
+    and a forced second preparation counts its drops once, not on top of the first."""
+    reader = SyntheaReader(synthea, cache_dir=tmp_path)
+    first = reader.load()
+    counted = first.drop_report.to_dict()
+    assert set(reader._plan()) == set(reader._plan()) == set(first)
+    reader.download_and_prepare(download_mode="force_redownload")
+    again = reader.load()
+    assert patients_by_id(again) == patients_by_id(first)
+    assert again.drop_report.to_dict() == counted
+    assert again.drop_report.invalid["event before birth"] == 1
 
 
 def test_synthea_options_and_errors(synthea, tmp_path):

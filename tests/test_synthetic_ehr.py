@@ -2,13 +2,17 @@
 
 import csv
 import datetime as dt
+import importlib
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from behrt_hf.data_builders import synthetic
 from behrt_hf.data_builders import synthetic_ehr as se
+from behrt_hf.data_builders._cache_key import cache_key, source_files
 from behrt_hf.data_builders.synthetic import TASKS, simulate_patient
 from behrt_hf.data_builders.synthetic import codes as C
 from behrt_hf.data_builders.synthetic import params as P
@@ -111,6 +115,34 @@ def test_cache_key_contains_generator_code_hash(monkeypatch, tmp_path):
     # same cohort asked for in two ways: one cache entry
     explicit = se.SyntheticEHR(config_name="tiny", seed=0, num_patients=200, cache_dir=str(tmp_path))
     assert explicit.cache_dir == changed.cache_dir
+
+
+def test_generator_hash_covers_every_module_of_the_generator(tmp_path):
+    root = Path(se.__file__).resolve().parent
+    expected = sorted(p.resolve() for p in [*(root / "synthetic").rglob("*.py"), root / "synthetic_ehr.py"])
+    assert source_files([synthetic, se]) == expected
+    table = root / "resources" / "synthetic_codes.tsv"
+    assert se.generator_code_hash() == cache_key([synthetic, se], data_files=[table])
+
+
+def test_cache_key_follows_the_package_on_disk(tmp_path, monkeypatch):
+    """A module added to a package later, named in no list, changes the key; so does an edit; the key is stable."""
+    package = tmp_path / "keyed_generator"
+    (package / "sub").mkdir(parents=True)
+    for name, text in {"__init__.py": "", "a.py": "RATE = 1\n", "sub/__init__.py": ""}.items():
+        (package / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("keyed_generator")
+    keys = [cache_key([module])]
+    assert cache_key([module]) == keys[0]
+    (package / "sub" / "b.py").write_text("HAZARD = 2\n")
+    keys.append(cache_key([module]))
+    (package / "a.py").write_text("RATE = 3\n")
+    keys.append(cache_key([module]))
+    (tmp_path / "table.tsv").write_text("code\tdescription\n")
+    keys.append(cache_key([module], data_files=[tmp_path / "table.tsv"]))
+    assert len(set(keys)) == len(keys), keys
+    assert cache_key([module], data_files=[tmp_path / "table.tsv"]) == keys[-1]
 
 
 @pytest.mark.parametrize(
@@ -335,11 +367,13 @@ def test_prevalence_roughly_matches_targets(stats_rows):
 
 
 def test_report_prints_and_plots(tiny, cache, tmp_path, capsys):
-    assert report.main(["--config", "tiny", "--cache-dir", cache, "--output-dir", str(tmp_path)]) == 0
+    assert report.main(["--synthetic", "tiny", "--cache_dir", cache, "--output_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "prevalence of recorded conditions" in out and "heart_failure_1y" in out
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["prevalence_by_age.png", "tasks_calibration.png", "utilisation_and_codes.png"]
+    with pytest.raises(ValueError, match="max_patients must be positive"):
+        report.main(["--synthetic", "tiny", "--max_patients", "0"])
 
 
 def test_console_scripts_resolve():

@@ -1,7 +1,7 @@
 """Realism report for a synthetic EHR cohort: tables on stdout, figures as PNG.
 
-    behrt-synthetic-report --config small --seed 0 --output-dir synthetic_report/
-    python -m behrt_hf.training.synthetic_report --config medium --num-patients 5000
+    behrt-synthetic-report --synthetic small --seed 0 --output_dir synthetic_report/
+    python -m behrt_hf.training.synthetic_report --synthetic medium --num_patients 5000
 
 What it shows, so a reader can judge the cohort:
   * prevalence of each condition (recorded by the end of follow-up) by age band and sex, next to the
@@ -16,17 +16,17 @@ All functions take rows of the patient schema (dicts), so they work on any loade
 
 from __future__ import annotations
 
-import argparse
 import collections
 import itertools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from behrt_hf.data_builders.synthetic import params as P
 from behrt_hf.data_builders.synthetic.oracle import markers
+from behrt_hf.data_builders.synthetic_ehr import CONFIG_SIZES, load_synthetic
 
 
 def recorded_conditions(row) -> set:
@@ -295,30 +295,48 @@ def _save(fig, output_dir, name):
     return path
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="small", help="tiny / small / medium / large")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-patients", type=int, default=None)
-    parser.add_argument("--cache-dir", default=None, help="datasets cache (default: HF_DATASETS_CACHE)")
-    parser.add_argument("--output-dir", default="synthetic_report", help="where the PNG figures go")
-    parser.add_argument("--max-patients", type=int, default=50000,
-                        help="report on at most this many patients (the first ones of each split)")
-    parser.add_argument("--no-figures", action="store_true")
-    args = parser.parse_args(argv)
+@dataclass
+class ReportArguments:
+    """Which synthetic cohort to report on, and where the figures go."""
 
-    from behrt_hf.data_builders.synthetic_ehr import load_synthetic
+    synthetic: str = field(default="small", metadata={"help": "The synthetic cohort's size preset.",
+                                                      "choices": list(CONFIG_SIZES)})
+    seed: int = field(default=0, metadata={"help": "The cohort's seed."})
+    num_patients: int | None = field(default=None, metadata={"help": "Override the preset's number of patients."})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache (default: HF_DATASETS_CACHE)."})
+    output_dir: str = field(default="synthetic_report", metadata={"help": "Where the PNG figures go."})
+    max_patients: int = field(default=50000, metadata={
+        "help": "Report on at most this many patients (the first ones of each split)."})
+    no_figures: bool = field(default=False, metadata={"help": "Print the tables only."})
 
-    ds = load_synthetic(args.config, seed=args.seed, num_patients=args.num_patients, cache_dir=args.cache_dir)
+    def __post_init__(self):
+        if self.max_patients <= 0:
+            raise ValueError(f"--max_patients must be positive, got {self.max_patients}")
+        if self.num_patients is not None and self.num_patients <= 0:
+            raise ValueError(f"--num_patients must be positive, got {self.num_patients}")
+
+
+def run(args: ReportArguments) -> dict:
+    """Load the cohort, print the report, save the figures; returns `print_report`'s result."""
+    ds = load_synthetic(args.synthetic, seed=args.seed, num_patients=args.num_patients, cache_dir=args.cache_dir)
     total = sum(len(split) for split in ds.values())
     keep = min(1.0, args.max_patients / total)
     splits = {name: split.select(range(int(round(len(split) * keep)))).to_list() for name, split in ds.items()}
     if keep < 1.0:
-        print(f"reporting on {sum(len(v) for v in splits.values())} of {total} patients (--max-patients)")
+        print(f"reporting on {sum(len(v) for v in splits.values())} of {total} patients (--max_patients)")
     result = print_report(splits)
     if not args.no_figures:
         for path in save_figures(splits, result, args.output_dir):
             print(f"wrote {path}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`behrt-synthetic-report`: parse the arguments (or one .json / .yaml file) and report."""
+    from behrt_hf.training.common import parse_args
+
+    (args,) = parse_args(ReportArguments, argv)
+    run(args)
     return 0
 
 
