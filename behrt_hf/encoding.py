@@ -75,10 +75,10 @@ class PatientColumns:
         n = len(visits)
         visits_per_patient = np.fromiter((len(v) if v else 0 for v in visits), np.int64, n)
         flat = [visit for patient in visits if patient for visit in patient]  # one entry per visit
-        if not all(isinstance(v, Mapping) for v in flat):
+        if not all(type(v) is dict or isinstance(v, Mapping) for v in flat):  # type(): the fast common case
             raise_validation_error(record, n, TypeError("a visit is not a mapping"))
         code_values = [v.get("codes") for v in flat]
-        if not all(c is None or isinstance(c, (list, tuple)) for c in code_values):  # Arrow splits a str into chars
+        if not all(type(c) is list or c is None or isinstance(c, (list, tuple)) for c in code_values):  # Arrow splits str
             raise_validation_error(record, n, TypeError("codes must be lists of strings"))
         try:
             code_lists = pa.array(code_values, type=pa.list_(pa.string()))
@@ -219,6 +219,14 @@ class EncodedColumns:
         return pa.table(out)
 
 
+def _lookup(codes: pa.Array, vocab: pa.Array, vocab_ids: np.ndarray, unk_id: int) -> np.ndarray:
+    """Code -> id through a hash lookup in Arrow; codes missing from `vocab` -> `unk_id`."""
+    if codes.type != vocab.type:
+        codes = codes.cast(vocab.type)
+    found = pc.index_in(codes, value_set=vocab)
+    return np.where(found.is_null().to_numpy(zero_copy_only=False), unk_id, vocab_ids[found.fill_null(0).to_numpy()])
+
+
 def encode_columns(
     patients: PatientColumns,
     until: np.ndarray | None,
@@ -265,16 +273,10 @@ def encode_columns(
     code_index = exclusive_cumsum(nc)[kept][visit_of_token] + within  # into patients.codes (not for [SEP])
     code_index = code_index[~is_sep]
 
-    # Code -> id through a hash lookup in Arrow; unknown codes -> [UNK].
     codes = patients.codes.take(pa.array(code_index))
     if code_map is not None:
         codes = code_map(codes)
-    if codes.type != vocab.type:
-        codes = codes.cast(vocab.type)
-    found = pc.index_in(codes, value_set=vocab)
-    code_ids = np.where(
-        found.is_null().to_numpy(zero_copy_only=False), special_ids["unk"], vocab_ids[found.fill_null(0).to_numpy()]
-    )
+    code_ids = _lookup(codes, vocab, vocab_ids, special_ids["unk"])
 
     # Output position of each visit token: patient p's [CLS] precedes its visits (p + 1 [CLS] so far).
     patient_of_token = np.repeat(np.repeat(np.arange(len(nv)), kept_per_patient), tokens_per_visit)

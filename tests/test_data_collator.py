@@ -1,12 +1,15 @@
 """Pretraining collators: MLM masking rules, next-visit cuts without leakage, static eval targets."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from behrt_hf import BehrtTokenizerFast
 from behrt_hf.data_collator import DataCollatorForPretraining, static_pretraining_targets
-from behrt_hf.encoding import mask_codes, next_visit_cut
+from behrt_hf.encoding import count_visits, mask_codes, next_visit_cut
+from behrt_hf.objectives import Objective
 from behrt_hf.sampler import CutLengthGroupedSampler
 from tests.helpers import make_patients
 
@@ -161,3 +164,21 @@ def test_cut_length_grouped_sampler_groups_by_this_epochs_cut_lengths(tokenizer)
     assert orders[0] != orders[1]
     with pytest.raises(ValueError, match="example_ids"):
         CutLengthGroupedSampler(collate, table["visit_ids"], [0, 1], batch_size=16)
+
+
+def test_objective_is_one_type_parsed_with_a_clear_error(tokenizer):
+    assert Objective.parse("mlm+nvp") is Objective.MLM_NVP and Objective.parse(Objective.NVP) is Objective.NVP
+    assert [(o.mlm, o.nvp) for o in Objective] == [(True, False), (False, True), (True, True)]
+    assert str(Objective.MLM_NVP) == f"{Objective.MLM_NVP}" == json.loads(json.dumps(Objective.MLM_NVP)) == "mlm+nvp"
+    assert Objective.MLM_NVP.in_words == ["masked-code modelling", "next-visit prediction"]
+    with pytest.raises(ValueError, match=r"--objective must be one of \('mlm', 'nvp', 'mlm\+nvp'\), got 'nvp\+mlm'"):
+        Objective.parse("nvp+mlm", "--objective")
+    assert DataCollatorForPretraining(tokenizer, objective="nvp").objective is Objective.NVP
+
+
+def test_visits_are_counted_alike_in_rows_and_padded_batches(encoded):
+    rows = [f["visit_ids"] for f in encoded]
+    padded = np.zeros((len(rows), max(map(len, rows))), dtype=np.int64)
+    for i, row in enumerate(rows):
+        padded[i, :len(row)] = row
+    assert count_visits(rows).tolist() == count_visits(padded).tolist() == [row[-1] for row in rows]
