@@ -1,5 +1,9 @@
 """Batch collation: padding of every per-token column, MLM masking, next-visit targets, labels.
 
+Collators only: the layout rules they apply (the next-visit cut, the age [CLS] carries, which ids
+are codes, BERT masking) are `behrt_hf.encoding`'s; the sampler and epoch callback are in
+`behrt_hf.sampler`.
+
 Randomness (which codes are masked, where a next-visit cut falls) is drawn per example from a
 generator seeded by (seed, epoch, example_id) when features carry an `example_id`: the draws do
 not depend on batch composition, process count or RNG history, so a run resumed from a checkpoint,
