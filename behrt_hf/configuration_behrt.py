@@ -27,7 +27,8 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
-_AGE_STEPS_PER_YEAR = {"year": 1, "month": 12}
+# Age ids per year of age for each `age_unit`; the tokenizer reads it from here (one definition).
+AGE_STEPS_PER_YEAR = {"year": 1, "month": 12}
 
 
 @strict
@@ -130,7 +131,7 @@ class BehrtConfig(PreTrainedConfig):
 
     @property
     def age_steps_per_year(self) -> int:
-        return _AGE_STEPS_PER_YEAR[self.age_unit]
+        return AGE_STEPS_PER_YEAR[self.age_unit]
 
     @property
     def age_vocab_size(self) -> int:

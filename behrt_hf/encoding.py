@@ -6,6 +6,12 @@ task cuts, truncation and the code -> id lookup then run as numpy / Arrow comput
 batch (`encode_columns`). The vectorised checks only flag records: every flagged record goes
 through `schema.validate_patient`, so errors name the patient and the problem exactly as the
 per-patient code does. The tokenizer (`BehrtTokenizerFast.encode_patients`) is the entry point.
+
+This module owns the sequence layout, and every rule of it is written once, in batched form (one
+patient is a batch of one): age -> id (`age_ids`), whose age [CLS] carries (`cls_age_position`),
+visit numbers and counts (`count_visits`), the cut before a visit (`cut_before_visit`), which ids
+are codes (`BehrtTokenizerFast.first_code_id`) and BERT masking of codes (`mask_codes`). The
+collators, the evaluation targets and the metrics call these.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .schema import MAX_AGE, MIN_AGE, PatientValidationError, validate_patient
+
+# Per-token columns of an encoded patient, in the tokenizer's `model_input_names` order.
+TOKEN_COLUMNS = ("input_ids", "age_ids", "segment_ids", "visit_ids", "attention_mask")
 
 # Value types of the Arrow output: those `datasets` infers from Python ints for these names
 # (int64 for the rest), so Python and Arrow batches map to datasets with the same features.
@@ -66,8 +75,13 @@ class PatientColumns:
         n = len(visits)
         visits_per_patient = np.fromiter((len(v) if v else 0 for v in visits), np.int64, n)
         flat = [visit for patient in visits if patient for visit in patient]  # one entry per visit
+        if not all(type(v) is dict or isinstance(v, Mapping) for v in flat):  # type(): the fast common case
+            raise_validation_error(record, n, TypeError("a visit is not a mapping"))
+        code_values = [v.get("codes") for v in flat]
+        if not all(type(c) is list or c is None or isinstance(c, (list, tuple)) for c in code_values):  # Arrow splits str
+            raise_validation_error(record, n, TypeError("codes must be lists of strings"))
         try:
-            code_lists = pa.array([v.get("codes") for v in flat], type=pa.list_(pa.string()))
+            code_lists = pa.array(code_values, type=pa.list_(pa.string()))
             ages = pa.array([v.get("age") for v in flat], type=pa.float64())
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # a non-string code, a non-number age
             raise_validation_error(record, n, error)
@@ -115,25 +129,21 @@ class PatientColumns:
         bad_visit[1:] |= same_patient & (ages[1:] < ages[:-1])
         if times is not None:
             bad_visit[1:] |= same_patient & (times[1:] < times[:-1])
-        if codes.null_count:
+        blank = pc.or_(pc.equal(pc.binary_length(codes), 0), pc.utf8_is_space(codes)).fill_null(True)  # "", " ", None
+        if pc.any(blank).as_py():
             code_visit = np.repeat(np.arange(len(codes_per_visit)), codes_per_visit)
-            bad_visit[code_visit[codes.is_null().to_numpy(zero_copy_only=False)]] = True
+            bad_visit[code_visit[blank.to_numpy(zero_copy_only=False)]] = True
         suspect |= visits_per_patient == 0
         suspect[patient_of_visit[bad_visit]] = True
         return cls(visits_per_patient, codes_per_visit, codes, ages, times, suspect, record)
 
-    def raise_first_error(self, until: np.ndarray | None, check_settings: Callable[[], None]) -> None:
-        """Raise what the per-patient encoder raises first: patients in order, each validated, then
-        its `until_visit` checked; `check_settings` (max_length) right after the first patient."""
+    def raise_for_flagged(self, until: np.ndarray | None) -> None:
+        """Raise `validate_patient`'s error, or an out-of-range `until_visit`, for the first flagged patient."""
         bad = self.suspect.copy()
         if until is not None:
             out_of_range = (until < 0) | (until >= self.visits_per_patient)
             bad |= out_of_range
-        settings_checked = False
         for i in np.flatnonzero(bad).tolist():
-            if i > 0 and not settings_checked:
-                check_settings()
-                settings_checked = True
             patient = self.record(i)
             validate_patient(patient)
             if until is not None and out_of_range[i]:
@@ -141,7 +151,6 @@ class PatientColumns:
                     f"patient {patient.get('patient_id')!r}: until_visit={int(until[i])} is outside its "
                     f"{int(self.visits_per_patient[i])} visits"
                 )
-        check_settings()
 
 
 def _order_keys(times, visits_per_patient, suspect, record) -> np.ndarray | None:
@@ -210,6 +219,14 @@ class EncodedColumns:
         return pa.table(out)
 
 
+def _lookup(codes: pa.Array, vocab: pa.Array, vocab_ids: np.ndarray, unk_id: int) -> np.ndarray:
+    """Code -> id through a hash lookup in Arrow; codes missing from `vocab` -> `unk_id`."""
+    if codes.type != vocab.type:
+        codes = codes.cast(vocab.type)
+    found = pc.index_in(codes, value_set=vocab)
+    return np.where(found.is_null().to_numpy(zero_copy_only=False), unk_id, vocab_ids[found.fill_null(0).to_numpy()])
+
+
 def encode_columns(
     patients: PatientColumns,
     until: np.ndarray | None,
@@ -246,8 +263,7 @@ def encode_columns(
     codes_kept = nc[kept]
     codes_kept[kept_start[:-1][too_long]] = max_length - 2
     number = np.arange(len(kept)) - np.repeat(kept_start[:-1], kept_per_patient) + 1  # visit number, from 1
-    steps = age_steps_per_year
-    age_id = np.minimum(np.floor(patients.ages[kept] * steps), max_age * steps).astype(np.int64) + 1
+    age_id = age_ids(patients.ages[kept], age_steps_per_year, max_age)
 
     # Tokens of the kept visits, concatenated: visit j owns codes_kept[j] codes, then [SEP].
     tokens_per_visit = codes_kept + 1
@@ -257,16 +273,10 @@ def encode_columns(
     code_index = exclusive_cumsum(nc)[kept][visit_of_token] + within  # into patients.codes (not for [SEP])
     code_index = code_index[~is_sep]
 
-    # Code -> id through a hash lookup in Arrow; unknown codes -> [UNK].
     codes = patients.codes.take(pa.array(code_index))
     if code_map is not None:
         codes = code_map(codes)
-    if codes.type != vocab.type:
-        codes = codes.cast(vocab.type)
-    found = pc.index_in(codes, value_set=vocab)
-    code_ids = np.where(
-        found.is_null().to_numpy(zero_copy_only=False), special_ids["unk"], vocab_ids[found.fill_null(0).to_numpy()]
-    )
+    code_ids = _lookup(codes, vocab, vocab_ids, special_ids["unk"])
 
     # Output position of each visit token: patient p's [CLS] precedes its visits (p + 1 [CLS] so far).
     patient_of_token = np.repeat(np.repeat(np.arange(len(nv)), kept_per_patient), tokens_per_visit)
@@ -283,10 +293,11 @@ def encode_columns(
 
     input_ids = np.full(len(visit_of_token), special_ids["sep"], dtype=np.int64)
     input_ids[~is_sep] = code_ids
-    cls_visit = kept_start[1:] - 1 if cls_age == "last" else kept_start[:-1]  # last / first kept visit
+    ages = scatter(0, age_id[visit_of_token])
+    ages[cls_position] = ages[cls_position + cls_age_position(tokens_per_patient, cls_age)]
     columns = {
         "input_ids": scatter(special_ids["cls"], input_ids),
-        "age_ids": scatter(age_id[cls_visit], age_id[visit_of_token]),
+        "age_ids": ages,
         "segment_ids": scatter(0, ((number - 1) % 2)[visit_of_token]),
         "visit_ids": scatter(0, number[visit_of_token]),
         "attention_mask": np.ones(offsets[-1], dtype=np.int64),
@@ -296,4 +307,148 @@ def encode_columns(
     return EncodedColumns(offsets, columns, num_unknown, codes.filter(pa.array(unknown)))
 
 
-__all__ = ["ARROW_DTYPES", "EncodedColumns", "PatientColumns", "encode_columns"]
+# --- the layout of encoded sequences: padded (B, T) batches, one patient = a batch of one ----------
+
+
+def pad_value(column: str, pad_token_id: int) -> int:
+    """What pads `column`: [PAD] in `input_ids`, 0 elsewhere (age 0 is the padding age, visit 0 is
+    [CLS] and padding, attention 0 masks the position)."""
+    return pad_token_id if column == "input_ids" else 0
+
+
+def age_ids(ages: np.ndarray, steps_per_year: int, max_age: int) -> np.ndarray:
+    """Ages in years -> age ids 1 .. max_age * steps_per_year + 1 (0 is padding): one id per step
+    of age (floored); ages past `max_age` share the last id."""
+    ages = np.asarray(ages, dtype=np.float64)
+    return np.minimum(np.floor(ages * steps_per_year), max_age * steps_per_year).astype(np.int64) + 1
+
+
+def cls_age_position(lengths: np.ndarray, cls_age: str) -> np.ndarray:
+    """For sequences of `lengths` tokens, the position whose age [CLS] carries: the last token (the
+    [SEP] closing the last visit) with `cls_age="last"`, the first code with `"first"`.
+
+    "last" is the age at the time of prediction: a task's input ends at its index visit, a
+    next-visit input at the visit before the target, so [CLS] never sees a later age. "first" is
+    the BEHRT paper's choice."""
+    return lengths - 1 if cls_age == "last" else np.ones_like(lengths)
+
+
+def count_visits(visit_ids) -> np.ndarray:
+    """(B,) visits of each encoded patient: its largest visit number (visits are numbered from 1,
+    [CLS] and padding are 0). `visit_ids`: a padded (B, T) array or a sequence of rows."""
+    if isinstance(visit_ids, np.ndarray) and visit_ids.ndim == 2:
+        return visit_ids.max(1)
+    return np.fromiter((max(row) for row in visit_ids), np.int64, len(visit_ids))
+
+
+def visit_span(visit_ids: np.ndarray, target: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a padded (B, T) batch: start (first token) and end (one past the run) of visit `target`."""
+    positions = np.arange(visit_ids.shape[1])
+    hit = (visit_ids == target[:, None]) & (positions < lengths[:, None])
+    if not hit.any(1).all():
+        row = int(np.flatnonzero(~hit.any(1))[0])
+        raise ValueError(f"Row {row}: visit {int(target[row])} is not in visit_ids.")
+    start = hit.argmax(1)
+    after = ~hit & (positions >= start[:, None])  # the first such position ends the run
+    end = np.where(after.any(1), after.argmax(1), visit_ids.shape[1])
+    return start, end
+
+
+def cut_before_visit(
+    columns: Mapping[str, np.ndarray], lengths: np.ndarray, target: np.ndarray, pad_token_id: int,
+    sep_token_id: int, cls_age: str,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Cut each row of a padded batch before its visit `target[i]` (a visit number, at least 2).
+
+    Returns the cut columns (padded to the longest cut row), the cut lengths (B,), and a (B, T)
+    mask over the input of the target visit's codes (its [SEP] left out). Nothing of the target
+    visit or later stays in the input: [CLS] takes its age anew from the cut row (`cls_age_position`).
+    """
+    start, end = visit_span(columns["visit_ids"], target, lengths)
+    positions = np.arange(columns["visit_ids"].shape[1])
+    in_target = (positions >= start[:, None]) & (positions < end[:, None]) & (columns["input_ids"] != sep_token_id)
+    length = int(start.max())
+    outside = positions[:length] >= start[:, None]
+    cut = {}
+    for name, values in columns.items():
+        values = values[:, :length].copy()
+        values[outside] = pad_value(name, pad_token_id)
+        cut[name] = values
+    if "age_ids" in cut:
+        cut["age_ids"][:, 0] = cut["age_ids"][np.arange(len(start)), cls_age_position(start, cls_age)]
+    return cut, start, in_target
+
+
+def next_visit_cut(
+    feature: Mapping[str, Any], target_visit: int, sep_token_id: int, cls_age: str = "last"
+) -> tuple[dict, list[int]]:
+    """`cut_before_visit` for one encoded patient (lists): (the input before `target_visit`, the
+    target visit's code ids)."""
+    columns = {k: np.asarray(feature[k], dtype=np.int64)[None, :] for k in TOKEN_COLUMNS if k in feature}
+    length = np.array([columns["input_ids"].shape[1]])
+    cut, _, in_target = cut_before_visit(columns, length, np.array([target_visit]), 0, sep_token_id, cls_age)
+    return {k: v[0].tolist() for k, v in cut.items()}, columns["input_ids"][in_target].tolist()
+
+
+def mask_codes(
+    input_ids: np.ndarray,
+    lengths: np.ndarray,
+    maskable: np.ndarray,
+    rngs: Sequence[np.random.Generator],
+    mask_token_id: int,
+    first_code_id: int,
+    vocab_size: int,
+    mlm_probability: float = 0.15,
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """BERT masking of the code tokens of a padded (B, T) batch: (masked input ids, labels with -100
+    where not masked).
+
+    Row i draws from `rngs[i]` over its first `lengths[i]` positions. Each maskable position is
+    selected with `mlm_probability`; a selected token becomes [MASK] with `mask_replace_prob`, a
+    random code (ids from `first_code_id`) with `random_replace_prob`, else stays. `maskable` is
+    False on special tokens ([UNK] included); positions past a row's length never are. A row with
+    something maskable but nothing selected gets one position selected, so its loss is defined.
+    """
+    valid = np.arange(input_ids.shape[1]) < lengths[:, None]  # (B, T)
+    maskable = maskable & valid
+
+    def draw_uniform() -> np.ndarray:  # (B, T): row i's `lengths[i]` draws, then zeros
+        out = np.zeros(input_ids.shape)
+        out[valid] = np.concatenate([rng.random(int(n)) for rng, n in zip(rngs, lengths)])
+        return out
+
+    selected = (draw_uniform() < mlm_probability) & maskable
+    for row in np.flatnonzero(~selected.any(1) & maskable.any(1)).tolist():  # rare: force one selection
+        candidates = np.flatnonzero(maskable[row])
+        selected[row, candidates[rngs[row].integers(len(candidates))]] = True
+    labels = np.where(selected, input_ids, -100)
+    draw = draw_uniform()
+    masked = input_ids.copy()
+    to_mask = selected & (draw < mask_replace_prob)
+    to_random = selected & (draw >= mask_replace_prob) & (draw < mask_replace_prob + random_replace_prob)
+    masked[to_mask] = mask_token_id
+    counts = to_random.sum(1)
+    if counts.any():
+        masked[to_random] = np.concatenate(
+            [rngs[row].integers(first_code_id, vocab_size, size=int(k)) for row, k in enumerate(counts.tolist()) if k]
+        )
+    return masked, labels
+
+
+__all__ = [
+    "ARROW_DTYPES",
+    "EncodedColumns",
+    "PatientColumns",
+    "TOKEN_COLUMNS",
+    "age_ids",
+    "cls_age_position",
+    "count_visits",
+    "cut_before_visit",
+    "encode_columns",
+    "mask_codes",
+    "next_visit_cut",
+    "pad_value",
+    "visit_span",
+]

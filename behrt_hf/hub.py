@@ -43,6 +43,7 @@ from huggingface_hub import (
 )
 
 from .modeling_behrt import AUTO_MAP
+from .objectives import Objective
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ _PEFT_AUTO = {"SEQ_CLS": "AutoPeftModelForSequenceClassification", "TOKEN_CLS": 
               "FEATURE_EXTRACTION": "AutoPeftModelForFeatureExtraction"}
 _AUTO_FOR_CLASS = {path.split(".")[-1]: auto for auto, path in AUTO_MAP.items() if auto != "AutoConfig"}
 SYNTHETIC_DATASET_TAGS = ["synthetic", *BASE_TAGS]
-OBJECTIVES = {"mlm": "masked-code modelling", "nvp": "next-visit prediction"}
 
 
 # ---- inspecting a folder ----------------------------------------------------------------------
@@ -170,7 +170,7 @@ def _metric_table(summary: Mapping[str, Any]) -> tuple[str, str]:
 
 def _task_type(summary: Mapping[str, Any]) -> str:
     if "objective" in summary:  # pretraining
-        return "fill-mask" if "mlm" in summary["objective"] else "feature-extraction"
+        return "fill-mask" if Objective.parse(summary["objective"]).mlm else "feature-extraction"
     return "tabular-classification"
 
 
@@ -197,7 +197,7 @@ def eval_results_of(summary: Mapping[str, Any], datasets: Sequence[str] | None =
 
 def _objectives(summary: Mapping[str, Any]) -> list[str]:
     """The pretraining objectives named in the summary ("mlm+nvp" -> both), in words."""
-    return [OBJECTIVES[part] for part in str(summary.get("objective", "")).split("+") if part in OBJECTIVES]
+    return Objective.parse(summary["objective"]).in_words if "objective" in summary else []
 
 
 def _task_tags(summary: Mapping[str, Any], kind: str) -> list[str]:

@@ -90,8 +90,9 @@ class PatientValidationError(ValueError):
 def validate_patient(patient: Mapping[str, Any]) -> None:
     """Raise `PatientValidationError` naming the patient and the first problem found.
 
-    Checks: at least one visit; every visit has codes, all of them strings; ages are finite,
-    within 0..120 and non-decreasing; times (when present) are non-decreasing.
+    Checks: at least one visit; every visit is a record with a list of codes, each a non-blank
+    string; ages are finite, within 0..120 and non-decreasing; times (when present) are
+    non-decreasing.
     """
     pid = patient.get("patient_id", "<no patient_id>")
     visits = patient.get("visits")
@@ -103,12 +104,18 @@ def validate_patient(patient: Mapping[str, Any]) -> None:
         fail("has no visits")
     prev_age = prev_time = None
     for i, visit in enumerate(visits):
+        if not isinstance(visit, Mapping):
+            fail(f"visit {i} is not a record ({{time, age, codes}}) but {visit!r}")
         codes = visit.get("codes")
+        if codes is not None and not isinstance(codes, (list, tuple)):
+            fail(f"visit {i} has codes {codes!r} ({type(codes).__name__}), not a list of strings")
         if not codes:
             fail(f"visit {i} has no codes")
         for code in codes:
             if not isinstance(code, str):
                 fail(f"visit {i} has a non-string code {code!r} ({type(code).__name__})")
+            if not code.strip():
+                fail(f"visit {i} has a blank code {code!r}")
         age = visit.get("age")
         if age is None or not isinstance(age, (int, float)) or math.isnan(age) or math.isinf(age):
             fail(f"visit {i} has an invalid age {age!r}")

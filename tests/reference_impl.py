@@ -1,40 +1,51 @@
-"""Frozen copy of the per-token Python encoding and collation of commit 4e2666e.
+"""Per-patient, loop-based encoding and collation written from the documented rules.
 
 The oracle of the equivalence tests (tests/test_vectorised_equivalence.py) and the "before" of
 tests/compare_pipeline_speed.py: the vectorised implementations in behrt_hf must give exactly
-what these give. Do not edit, except to follow a deliberate change of the expected output.
-Deliberate changes since: [CLS] carries the last kept visit's age when the tokenizer's `cls_age`
-is "last" (also after a next-visit cut).
+what these give. It began as the per-token Python code of commit 4e2666e and imports nothing
+from behrt_hf: the tokenizer it is given supplies the vocabulary, the special ids and the
+settings (age_unit, max_age, cls_age), never a rule. For valid patients only: errors are tested
+against the schema's validator. Do not edit, except to follow a deliberate change of the
+expected output. Deliberate changes since 4e2666e: [CLS] carries the last kept visit's age when
+the tokenizer's `cls_age` is "last" (also after a next-visit cut).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from behrt_hf.data_collator import TOKEN_COLUMNS, first_code_id, num_visits
-from behrt_hf.schema import PatientValidationError, validate_patient
+TOKEN_COLUMNS = ("input_ids", "age_ids", "segment_ids", "visit_ids", "attention_mask")
+AGE_STEPS_PER_YEAR = {"year": 1, "month": 12}
+
+
+def first_code_id(tokenizer) -> int:
+    """Special tokens come first in the vocabulary; ids from here on are codes."""
+    return max(tokenizer.all_special_ids) + 1
+
+
+def num_visits(feature) -> int:
+    return max(feature["visit_ids"])
+
+
+def age_to_id(tokenizer, age: float) -> int:
+    """floor(age x steps per year) + 1, ages past max_age sharing the last id (0 is padding)."""
+    steps = AGE_STEPS_PER_YEAR[tokenizer.age_unit]
+    return min(int(math.floor(age * steps)), tokenizer.max_age * steps) + 1
 
 
 # --- tokenization_behrt.BehrtTokenizerFast.encode_patient / encode_patients -------------------
 
 
 def encode_patient(tokenizer, patient, max_length=None, until_visit=None, return_unknown_count=False):
-    validate_patient(patient)
     visits = patient["visits"]
     if until_visit is not None:
-        if not 0 <= until_visit < len(visits):
-            raise PatientValidationError(
-                f"patient {patient.get('patient_id')!r}: until_visit={until_visit} is outside its "
-                f"{len(visits)} visits"
-            )
         visits = visits[: until_visit + 1]
     max_length = tokenizer.model_max_length if max_length is None else max_length
-    if max_length < 3:
-        raise ValueError(f"max_length must be at least 3 ([CLS] code [SEP]), got {max_length}.")
 
     budget = max_length - 1
     first = len(visits)
@@ -49,7 +60,7 @@ def encode_patient(tokenizer, patient, max_length=None, until_visit=None, return
     vocab = tokenizer.get_vocab()
     unk_id, cls_id, sep_id = tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id
     input_ids = [cls_id]
-    age_ids = [tokenizer.age_to_id(kept[-1 if tokenizer.cls_age == "last" else 0]["age"])]
+    age_ids = [age_to_id(tokenizer, kept[-1 if tokenizer.cls_age == "last" else 0]["age"])]
     segment_ids = [0]
     visit_ids = [0]
     unknown = 0
@@ -61,7 +72,7 @@ def encode_patient(tokenizer, patient, max_length=None, until_visit=None, return
             tokenizer.unknown_codes.update(missing)
         n = len(ids) + 1
         input_ids += ids + [sep_id]
-        age_ids += [tokenizer.age_to_id(visit["age"])] * n
+        age_ids += [age_to_id(tokenizer, visit["age"])] * n
         segment_ids += [(number - 1) % 2] * n
         visit_ids += [number] * n
     encoded = {
@@ -79,8 +90,6 @@ def encode_patient(tokenizer, patient, max_length=None, until_visit=None, return
 def encode_patients(tokenizer, batch, max_length=None, until_visit=None, return_unknown_count=False):
     n = len(batch["visits"])
     if isinstance(until_visit, str):
-        if until_visit not in batch:
-            raise ValueError(f"until_visit column {until_visit!r} is not in the batch ({sorted(batch)}).")
         until_visit = batch[until_visit]
     columns = [k for k in batch if k != "visits"]
     out: dict[str, list] = {key: [] for key in tokenizer.model_input_names}
@@ -222,17 +231,17 @@ class DataCollatorForPretraining:
 
 
 def static_pretraining_targets(example, idx, tokenizer, objective, seed, mlm_probability=0.15):
+    """Evaluation targets: with NVP the last visit is the target and the visits before it the
+    input; with MLM, masks drawn from default_rng([seed, 0, idx]) over the (cut) input."""
     out = {k: list(example[k]) for k in TOKEN_COLUMNS if k in example}
-    if "nvp" in objective:
+    if objective in ("nvp", "mlm+nvp"):
         out, target = next_visit_cut(out, num_visits(out), tokenizer.sep_token_id, tokenizer.cls_age)
         out["next_visit_codes"] = target
-    if "mlm" in objective:
-        ids = np.asarray(out["input_ids"], dtype=np.int64)[None, :]
+    if objective in ("mlm", "mlm+nvp"):
+        ids = np.array(out["input_ids"], dtype=np.int64)
         first = first_code_id(tokenizer)
-        masked, labels = mask_codes(
-            ids, ids >= first, np.random.default_rng([seed, 0, idx]), tokenizer.mask_token_id, first,
-            len(tokenizer), mlm_probability,
-        )
-        out["input_ids"] = masked[0].tolist()
-        out["labels"] = labels[0].tolist()
+        rng = np.random.default_rng([seed, 0, idx])
+        masked, labels = mask_codes(ids, ids >= first, rng, tokenizer.mask_token_id, first, len(tokenizer),
+                                    mlm_probability)
+        out["input_ids"], out["labels"] = masked.tolist(), labels.tolist()
     return out

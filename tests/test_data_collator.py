@@ -1,17 +1,16 @@
 """Pretraining collators: MLM masking rules, next-visit cuts without leakage, static eval targets."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from behrt_hf import BehrtTokenizerFast
-from behrt_hf.data_collator import (
-    DataCollatorForPretraining,
-    first_code_id,
-    mask_codes,
-    next_visit_cut,
-    static_pretraining_targets,
-)
+from behrt_hf.data_collator import DataCollatorForPretraining, static_pretraining_targets
+from behrt_hf.encoding import count_visits, mask_codes, next_visit_cut
+from behrt_hf.objectives import Objective
+from behrt_hf.sampler import CutLengthGroupedSampler
 from tests.helpers import make_patients
 
 
@@ -27,16 +26,20 @@ def encoded(tokenizer):
 
 def test_mask_codes_respects_specials_padding_and_proportions(tokenizer):
     rng = np.random.default_rng(0)
-    first = first_code_id(tokenizer)
+    first = tokenizer.first_code_id
+    assert first == 5  # [PAD] [UNK] [CLS] [SEP] [MASK]
     ids = rng.integers(first, len(tokenizer), size=(400, 100))
     ids[:, 0], ids[:, 50], ids[:, 90:] = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
     ids[:, 10] = tokenizer.unk_token_id
-    masked, labels = mask_codes(ids, ids >= first, rng, tokenizer.mask_token_id, first, len(tokenizer))
+    ids[:, 95:] = first  # past each row's length (95): never masked, whatever the id
+    rngs = [np.random.default_rng(row) for row in range(len(ids))]
+    masked, labels = mask_codes(ids, np.full(len(ids), 95), ids >= first, rngs, tokenizer.mask_token_id, first,
+                                len(tokenizer))
     selected = labels != -100
     assert not selected[:, [0, 10, 50]].any() and not selected[:, 90:].any()
     assert (labels[selected] == ids[selected]).all()
     assert (masked[~selected] == ids[~selected]).all()
-    share = selected.sum() / (ids >= first).sum()
+    share = selected.sum() / (ids[:, :95] >= first).sum()
     assert 0.14 < share < 0.16
     became_mask = (masked[selected] == tokenizer.mask_token_id).mean()
     unchanged = (masked[selected] == ids[selected]).mean()
@@ -45,9 +48,10 @@ def test_mask_codes_respects_specials_padding_and_proportions(tokenizer):
 
 
 def test_masking_always_selects_something_when_possible(tokenizer):
-    ids = np.array([[2, 5, 3]])
-    _, labels = mask_codes(ids, ids >= 5, np.random.default_rng(0), 4, 5, len(tokenizer), mlm_probability=1e-9)
-    assert (labels != -100).sum() == 1
+    ids = np.array([[2, 5, 3], [2, 6, 3]])
+    rngs = [np.random.default_rng(0), np.random.default_rng(1)]
+    _, labels = mask_codes(ids, np.array([3, 3]), ids >= 5, rngs, 4, 5, len(tokenizer), mlm_probability=1e-9)
+    assert (labels != -100).sum(1).tolist() == [1, 1]  # one per row
 
 
 def test_mlm_collator_batches(tokenizer, encoded):
@@ -80,7 +84,7 @@ def test_next_visit_cut_never_leaks_the_target_visit(tokenizer, encoded):
 def test_nvp_collator_targets_match_the_visit_after_the_input(tokenizer, encoded):
     torch.manual_seed(1)
     batch = DataCollatorForPretraining(tokenizer, objective="mlm+nvp")(encoded[:16])
-    first = first_code_id(tokenizer)
+    first = tokenizer.first_code_id
     for row, feature in enumerate(encoded[:16]):
         length = int(batch["attention_mask"][row].sum())
         k = int(batch["visit_ids"][row, :length].max())  # last visit in the input
@@ -133,8 +137,6 @@ def test_cut_lengths_are_the_lengths_in_the_batches(tokenizer, encoded, objectiv
 def test_cut_length_grouped_sampler_groups_by_this_epochs_cut_lengths(tokenizer):
     import datasets
 
-    from behrt_hf.data_collator import CutLengthGroupedSampler
-
     patients = [p for p in make_patients(400, seed=5, max_visits=12) if len(p["visits"]) >= 2]
     features = [dict(tokenizer.encode_patient(p), example_id=i) for i, p in enumerate(patients)]
     table = datasets.Dataset.from_list(features).with_format("arrow")
@@ -162,3 +164,21 @@ def test_cut_length_grouped_sampler_groups_by_this_epochs_cut_lengths(tokenizer)
     assert orders[0] != orders[1]
     with pytest.raises(ValueError, match="example_ids"):
         CutLengthGroupedSampler(collate, table["visit_ids"], [0, 1], batch_size=16)
+
+
+def test_objective_is_one_type_parsed_with_a_clear_error(tokenizer):
+    assert Objective.parse("mlm+nvp") is Objective.MLM_NVP and Objective.parse(Objective.NVP) is Objective.NVP
+    assert [(o.mlm, o.nvp) for o in Objective] == [(True, False), (False, True), (True, True)]
+    assert str(Objective.MLM_NVP) == f"{Objective.MLM_NVP}" == json.loads(json.dumps(Objective.MLM_NVP)) == "mlm+nvp"
+    assert Objective.MLM_NVP.in_words == ["masked-code modelling", "next-visit prediction"]
+    with pytest.raises(ValueError, match=r"--objective must be one of \('mlm', 'nvp', 'mlm\+nvp'\), got 'nvp\+mlm'"):
+        Objective.parse("nvp+mlm", "--objective")
+    assert DataCollatorForPretraining(tokenizer, objective="nvp").objective is Objective.NVP
+
+
+def test_visits_are_counted_alike_in_rows_and_padded_batches(encoded):
+    rows = [f["visit_ids"] for f in encoded]
+    padded = np.zeros((len(rows), max(map(len, rows))), dtype=np.int64)
+    for i, row in enumerate(rows):
+        padded[i, :len(row)] = row
+    assert count_visits(rows).tolist() == count_visits(padded).tolist() == [row[-1] for row in rows]

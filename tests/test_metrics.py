@@ -6,8 +6,10 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from behrt_hf.metrics import (
+    BINARY_CLASSIFICATION_PATH,
     MASKED_CODE_MODELING_PATH,
     NEXT_VISIT_PREDICTION_PATH,
+    compute_binary_metrics,
     compute_masked_code_metrics,
     compute_next_visit_metrics,
 )
@@ -58,6 +60,9 @@ def test_metric_modules_load_offline_by_path(nvp_data):
     mlm = evaluate.load(MASKED_CODE_MODELING_PATH)
     out = mlm.compute(predictions=[[1, 2], [3, 4]], references=[1, 4], log_likelihoods=[-0.1, -2.0])
     assert out["accuracy"] == 0.5 and out["top2_accuracy"] == 1.0
+    binary = evaluate.load(BINARY_CLASSIFICATION_PATH)
+    probabilities, labels = [0.1, 0.8, 0.4, 0.7], [0, 1, 1, 0]
+    assert binary.compute(predictions=probabilities, references=labels) == compute_binary_metrics(probabilities, labels)
 
 
 def test_bad_shapes_are_reported(nvp_data):

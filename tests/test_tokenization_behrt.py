@@ -3,6 +3,7 @@
 import datetime as dt
 
 import datasets
+import pyarrow as pa
 import pytest
 import torch
 
@@ -143,6 +144,48 @@ def test_unknown_codes_map_to_unk_and_are_counted():
 def test_bad_input_names_the_patient_and_the_problem(tokenizer, bad, message):
     with pytest.raises(PatientValidationError, match=message):
         tokenizer.encode_patient(bad)
+
+
+def _with_visit0(codes=None, insert_none=False):
+    p = patient([(40.0, ["A"]), (41.0, ["B"])], "bad")
+    if insert_none:
+        p["visits"].insert(1, None)
+    else:
+        p["visits"][0]["codes"] = codes
+    return p
+
+
+BAD_RECORDS = {
+    "a None visit": (_with_visit0(insert_none=True), "'bad': visit 1 is not a record"),
+    "an empty code": (_with_visit0(["A", ""]), "'bad': visit 0 has a blank code ''"),
+    "a whitespace code": (_with_visit0(["A", "  "]), "'bad': visit 0 has a blank code '  '"),
+    "a None code": (_with_visit0(["A", None]), "'bad': visit 0 has a non-string code None"),
+    "codes as a string": (_with_visit0("A"), "'bad': visit 0 has codes 'A' \\(str\\), not a list of strings"),
+    "codes as a mapping": (_with_visit0({"A": 1}), "'bad': visit 0 has codes .* \\(dict\\), not a list of strings"),
+}
+
+
+def encode_through(tokenizer, path: str, bad: dict):
+    """Encode `bad` behind two good patients: one patient, a batch of Python columns, or an Arrow table."""
+    if path == "one patient":
+        return tokenizer.encode_patient(bad)
+    patients = [patient([(40.0, ["A"])], "ok1"), patient([(41.0, ["B", "C"])], "ok2"), bad]
+    if path == "python columns":
+        return tokenizer.encode_patients({key: [p[key] for p in patients] for key in bad})
+    try:
+        table = pa.Table.from_pylist(patients)
+    except pa.ArrowInvalid:  # Arrow cannot mix list and non-list codes: the bad patient alone, every visit alike
+        odd = bad["visits"][0]["codes"]
+        table = pa.Table.from_pylist([{**bad, "visits": [{**v, "codes": odd} for v in bad["visits"]]}])
+    return tokenizer.encode_patients(table)
+
+
+@pytest.mark.parametrize("path", ["one patient", "python columns", "arrow table"])
+@pytest.mark.parametrize("case", list(BAD_RECORDS))
+def test_bad_records_name_the_patient_on_every_path(tokenizer, case, path):
+    bad, message = BAD_RECORDS[case]
+    with pytest.raises(PatientValidationError, match=message):
+        encode_through(tokenizer, path, bad)
 
 
 def test_decreasing_times_are_rejected(tokenizer):

@@ -1,12 +1,14 @@
 """The vectorised encoding and collation give exactly what the per-token Python code gave.
 
-The oracle is a frozen copy of that code (tests/reference_impl.py). Random patients cover
-truncation (whole visits dropped, the last visit cut), task cuts, unknown codes, both age units,
-the errors and their messages; batches cover every objective, seeded and global-RNG draws,
-evaluation's static targets and `pad_to_multiple_of`.
+The oracle is tests/reference_impl.py, a per-patient, loop-based version that imports nothing
+from behrt_hf. Random patients cover truncation (whole visits dropped, the last visit cut), task
+cuts, unknown codes and both age units; batches cover every objective, seeded and global-RNG
+draws, evaluation's static targets and `pad_to_multiple_of`. Errors are those of the schema's
+single validator, raised for the first bad patient of a batch.
 """
 
 import random
+import re
 
 import datasets
 import numpy as np
@@ -15,14 +17,9 @@ import pytest
 import torch
 
 from behrt_hf import BehrtTokenizerFast, DataCollatorForBehrt, patient_features
-from behrt_hf.data_collator import (
-    DataCollatorForPretraining,
-    mask_codes,
-    next_visit_cut,
-    pad_features,
-    static_pretraining_targets,
-)
-from behrt_hf.schema import PatientValidationError
+from behrt_hf.data_collator import DataCollatorForPretraining, pad_features, static_pretraining_targets
+from behrt_hf.encoding import mask_codes, next_visit_cut
+from behrt_hf.schema import PatientValidationError, validate_patient
 from tests import reference_impl as ref
 from tests.helpers import make_patients
 
@@ -106,28 +103,36 @@ def bad_patients():
 
 
 @pytest.mark.parametrize("bad", bad_patients())
-def test_errors_match_the_reference(bad):
-    new, old = tokenizer_pair()
+def test_a_bad_patient_raises_the_validators_error(bad):
+    new, _ = tokenizer_pair()
     patients = make_patients(6, seed=4)
-    batch = as_columns([*patients[:3], {**bad, "patient_id": "bad"}, *patients[3:]])
+    bad = {**bad, "patient_id": "bad"}
+    batch = as_columns([*patients[:3], bad, *patients[3:]])
     with pytest.raises(PatientValidationError) as want:
-        ref.encode_patients(old, batch)
+        validate_patient(bad)
     with pytest.raises(PatientValidationError) as got:
         new.encode_patients(batch)
     assert str(got.value) == str(want.value)
 
 
-def test_until_visit_and_max_length_errors_match_the_reference():
-    new, old = tokenizer_pair()
+def test_until_visit_max_length_and_column_errors():
+    new, _ = tokenizer_pair()
     batch = as_columns(make_patients(5, seed=5))
     until = [0] * 5
     until[2] = len(batch["visits"][2])
-    for kwargs in (dict(until_visit=until), dict(max_length=2), dict(until_visit="missing")):
-        with pytest.raises(ValueError) as want:
-            ref.encode_patients(old, batch, **kwargs)
-        with pytest.raises(ValueError) as got:
-            new.encode_patients(batch, **kwargs)
-        assert (type(got.value), str(got.value)) == (type(want.value), str(want.value))
+    pid = batch["patient_id"][2]
+    with pytest.raises(PatientValidationError,
+                       match=re.escape(f"patient {pid!r}: until_visit={until[2]} is outside its {until[2]} visits")):
+        new.encode_patients(batch, until_visit=until)
+    with pytest.raises(ValueError, match=re.escape("max_length must be at least 3 ([CLS] code [SEP]), got 2.")):
+        new.encode_patients(batch, max_length=2)
+    with pytest.raises(ValueError, match="until_visit column 'missing' is not in the batch"):
+        new.encode_patients(batch, until_visit="missing")
+    # Settings are checked before any patient: a bad max_length is named even beside a bad patient.
+    bad = as_columns([{**bad_patients()[0], "patient_id": "bad"}, *make_patients(2, seed=5)])
+    with pytest.raises(ValueError, match="max_length must be at least 3") as error:
+        new.encode_patients(bad, max_length=2)
+    assert not isinstance(error.value, PatientValidationError)
 
 
 # --- collation ------------------------------------------------------------------------------------
@@ -204,23 +209,25 @@ def test_padding_matches_the_reference_for_lists_and_arrays(encoded):
 def test_mask_codes_matches_the_reference(shape, probability):
     ids = np.random.default_rng(1).integers(0, 30, size=shape)
     for seed in range(20):
-        got = mask_codes(ids, ids >= 5, np.random.default_rng(seed), 4, 5, 30, probability)
+        row = ids.reshape(1, -1)  # the whole array as one row drawing from one generator
+        got = mask_codes(row, np.array([row.shape[1]]), row >= 5, [np.random.default_rng(seed)], 4, 5, 30, probability)
+        got = [a.reshape(shape) for a in got]
         want = ref.mask_codes(ids, ids >= 5, np.random.default_rng(seed), 4, 5, 30, probability)
         assert all(np.array_equal(g, w) for g, w in zip(got, want))
 
 
 @pytest.mark.parametrize("index", range(11))
-def test_arrow_batches_raise_like_the_reference(index):
+def test_arrow_batches_raise_the_validators_error(index):
     """The records an Arrow table can hold (numbers and strings of the right types) fail alike."""
     bad = bad_patients()[index]
-    new, old = tokenizer_pair()
+    new, _ = tokenizer_pair()
     patients = [*make_patients(3, seed=4), {**bad, "patient_id": "bad"}]
     try:
         table = datasets.Dataset.from_list(patients, features=patient_features()).with_format("arrow")[:]
     except (TypeError, ValueError, pa.ArrowException):
         pytest.skip("not representable in the patient schema")
-    with pytest.raises(PatientValidationError) as want:  # the records as stored (float32 ages)
-        ref.encode_patients(old, as_columns(table.to_pylist()))
+    with pytest.raises(PatientValidationError) as want:  # the record as stored (float32 ages)
+        validate_patient(table.to_pylist()[-1])
     with pytest.raises(PatientValidationError) as got:
         new.encode_patients(table)
     assert str(got.value) == str(want.value)

@@ -27,14 +27,10 @@ from behrt_hf import (
     BehrtForPreTraining,
     BehrtTokenizerFast,
 )
-from behrt_hf.data_collator import (
-    OBJECTIVES,
-    TOKEN_COLUMNS,
-    CutLengthGroupedSampler,
-    DataCollatorForPretraining,
-    SetEpochCallback,
-    static_pretraining_targets,
-)
+from behrt_hf.data_collator import TOKEN_COLUMNS, DataCollatorForPretraining, static_pretraining_targets
+from behrt_hf.encoding import count_visits
+from behrt_hf.objectives import Objective
+from behrt_hf.sampler import CutLengthGroupedSampler, SetEpochCallback
 from behrt_hf.tokenization_behrt import CODE_HIERARCHIES
 from behrt_hf.metrics.pretraining import PretrainingEvaluator, frequency_baseline
 from behrt_hf.tracking import RunTrackerCallback, write_summary
@@ -95,8 +91,7 @@ class DataArguments:
     )
 
     def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"--objective must be one of {OBJECTIVES}, got {self.objective!r}.")
+        self.objective = Objective.parse(self.objective, "--objective")
         if self.synthetic is None and self.dataset_path is None:
             raise ValueError("Give --synthetic NAME or --dataset_path PATH.")
         if self.code_hierarchy not in CODE_HIERARCHIES:
@@ -111,7 +106,7 @@ def encode_split(split: datasets.Dataset, tokenizer: BehrtTokenizerFast, data_ar
     def encode(batch):
         out = tokenizer.encode_patients(batch, max_length=data_args.max_length)
         out["length"] = [len(ids) for ids in out["input_ids"]]
-        out["num_visits"] = [visits[-1] for visits in out["visit_ids"]]
+        out["num_visits"] = count_visits(out["visit_ids"]).tolist()
         return out
 
     return split.map(
@@ -123,7 +118,7 @@ def encode_split(split: datasets.Dataset, tokenizer: BehrtTokenizerFast, data_ar
 def build_datasets(cohort, tokenizer, data_args, training_args):
     train = encode_split(cohort["train"], tokenizer, data_args, "train")
     evaluation = encode_split(cohort[data_args.eval_split], tokenizer, data_args, data_args.eval_split)
-    if "nvp" in data_args.objective:  # a next visit needs at least two visits
+    if data_args.objective.nvp:  # a next visit needs at least two visits
         before = (len(train), len(evaluation))
         train = train.filter(lambda n: n >= 2, input_columns="num_visits")
         evaluation = evaluation.filter(lambda n: n >= 2, input_columns="num_visits")
@@ -208,7 +203,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
 
     # 6. Trainer; with NVP, length groups by each epoch's cut lengths
     sampler = None
-    if training_args.train_sampling_strategy == "group_by_length" and collator.nvp:
+    if training_args.train_sampling_strategy == "group_by_length" and collator.objective.nvp:
         sampler = CutLengthGroupedSampler(
             collator, train_dataset.with_format("arrow")["visit_ids"], train_dataset["example_id"],
             training_args.train_batch_size * training_args.gradient_accumulation_steps, seed=training_args.seed,

@@ -9,6 +9,8 @@ import evaluate
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
+from ._module_info import metric_info
+
 _DESCRIPTION = "AUROC, AUPRC (average precision) and Brier score of predicted probabilities for a binary label."
 
 _KWARGS_DESCRIPTION = """
@@ -41,11 +43,8 @@ def compute_binary_metrics(probabilities, labels) -> dict:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class BinaryClassification(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("int64")}),
+        return metric_info(
+            _DESCRIPTION, _KWARGS_DESCRIPTION, predictions=datasets.Value("float64"), references=datasets.Value("int64")
         )
 
     def _compute(self, predictions, references):

@@ -8,6 +8,8 @@ import datasets
 import evaluate
 import numpy as np
 
+from ._module_info import metric_info
+
 _DESCRIPTION = """Accuracy of the top prediction, top-k accuracy and perplexity (exp of the mean negative
 log-likelihood of the true code) over masked code positions."""
 
@@ -38,17 +40,9 @@ def compute_masked_code_metrics(top_ids: np.ndarray, labels: np.ndarray, log_lik
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MaskedCodeModeling(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("int64")),
-                    "references": datasets.Value("int64"),
-                    "log_likelihoods": datasets.Value("float64"),
-                }
-            ),
+        return metric_info(
+            _DESCRIPTION, _KWARGS_DESCRIPTION, predictions=datasets.Sequence(datasets.Value("int64")),
+            references=datasets.Value("int64"), log_likelihoods=datasets.Value("float64"),
         )
 
     def _compute(self, predictions, references, log_likelihoods):

@@ -16,6 +16,8 @@ import evaluate
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
+from ._module_info import metric_info
+
 _DESCRIPTION = "Per-patient average precision, micro/macro AUROC, recall@10 and best micro-F1 of next-visit codes."
 
 _KWARGS_DESCRIPTION = """
@@ -69,16 +71,9 @@ def compute_next_visit_metrics(scores: np.ndarray, targets: np.ndarray, k: int =
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class NextVisitPrediction(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
-                    "references": datasets.Sequence(datasets.Value("int8")),
-                }
-            ),
+        return metric_info(
+            _DESCRIPTION, _KWARGS_DESCRIPTION, predictions=datasets.Sequence(datasets.Value("float32")),
+            references=datasets.Sequence(datasets.Value("int8")),
         )
 
     def _compute(self, predictions, references, k=10):

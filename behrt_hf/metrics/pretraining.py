@@ -11,30 +11,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data_collator import first_code_id
+from ..encoding import count_visits
+from ..objectives import Objective
 from .masked_code_modeling import compute_masked_code_metrics
 from .next_visit_prediction import compute_next_visit_metrics
 
 
 class PretrainingEvaluator:
-    def __init__(self, objective: str, first_code: int, top_k: int = 5):
-        self.objective = objective
+    """`compute_metrics` and `preprocess_logits_for_metrics` for a pretraining objective.
+    `first_code` is the tokenizer's `first_code_id`: NVP is scored over codes only."""
+
+    def __init__(self, objective: Objective | str, first_code: int, top_k: int = 5):
+        self.objective = Objective.parse(objective)
         self.first_code = first_code
         self.top_k = top_k
 
-    @property
-    def mlm(self) -> bool:
-        return "mlm" in self.objective
-
-    @property
-    def nvp(self) -> bool:
-        return "nvp" in self.objective
-
     def _split(self, logits, labels):
         """(mlm, nvp) parts of the model outputs / labels for this objective (None where absent)."""
-        if self.objective == "mlm+nvp":
+        if self.objective.mlm and self.objective.nvp:
             return logits[0], logits[1], labels[0], labels[1]
-        if self.mlm:
+        if self.objective.mlm:
             return logits, None, labels, None
         return None, logits, None, labels
 
@@ -71,14 +67,14 @@ def _prefixed(prefix: str, metrics: dict) -> dict:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
 
-def frequency_baseline(train_encoded, eval_static, tokenizer, objective: str, top_k: int = 5) -> dict:
+def frequency_baseline(train_encoded, eval_static, tokenizer, objective: Objective | str, top_k: int = 5) -> dict:
     """The same metrics for a model that ignores the patient and predicts the most common codes.
 
     MLM: the training split's code frequencies (add-one smoothed) for every masked position.
     NVP: for each code, the share of training visits that contain it, the same for every patient.
     `eval_static` carries fixed targets (`static_pretraining_targets`); the baseline scores those.
     """
-    vocab_size, first = len(tokenizer), first_code_id(tokenizer)
+    vocab_size, first = len(tokenizer), tokenizer.first_code_id
     code_counts = np.zeros(vocab_size)
     visit_counts = np.zeros(vocab_size)
     n_visits = 0
@@ -86,22 +82,23 @@ def frequency_baseline(train_encoded, eval_static, tokenizer, objective: str, to
         ids, visits = np.asarray(ids), np.asarray(visits)
         codes = ids >= first
         np.add.at(code_counts, ids[codes], 1)
-        stride = int(visits.max()) + 1
+        num_visits = int(count_visits(visits[None, :])[0])
+        stride = num_visits + 1
         pairs = np.unique(ids[codes] * stride + visits[codes])  # each code once per visit
         np.add.at(visit_counts, pairs // stride, 1)
-        n_visits += stride - 1
+        n_visits += num_visits
     code_counts[:first] = 0
     probs = (code_counts + 1) / (code_counts + 1)[first:].sum()
     probs[:first] = 0
     evaluator = PretrainingEvaluator(objective, first, top_k)
     metrics = {}
-    if evaluator.mlm:
+    if evaluator.objective.mlm:
         labels = np.concatenate([np.asarray(x) for x in eval_static["labels"]])
         labels = labels[labels != -100]
         top = np.argsort(-probs, kind="stable")[:top_k]
         metrics.update(_prefixed("mlm", compute_masked_code_metrics(
             np.broadcast_to(top, (len(labels), top_k)), labels, np.log(probs[labels]))))
-    if evaluator.nvp:
+    if evaluator.objective.nvp:
         targets = np.zeros((len(eval_static), vocab_size), dtype=np.int64)
         for row, codes in enumerate(eval_static["next_visit_codes"]):
             targets[row, codes] = 1
