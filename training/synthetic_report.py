@@ -227,8 +227,9 @@ def print_report(splits: dict, out=print) -> dict:
 def save_figures(splits: dict, result: dict, output_dir: str) -> list:
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from behrt_hf.plotting import pyplot
+
+    plt = pyplot()
 
     os.makedirs(output_dir, exist_ok=True)
     paths = []
