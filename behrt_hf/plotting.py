@@ -14,7 +14,11 @@ import numpy as np
 Curves = Mapping[str, tuple[np.ndarray, np.ndarray]]  # name -> (probabilities, labels)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend: PNGs only, no display needed.
+
+    Every chart of behrt_hf (and its scripts) gets pyplot from here, so the backend is chosen once.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +34,7 @@ def _styled(name: str) -> dict:
 def plot_roc(curves: Curves, path: str | Path, title: str = "ROC") -> Path:
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     for name, (probs, labels) in curves.items():
         fpr, tpr, _ = roc_curve(labels, probs)
@@ -44,7 +48,7 @@ def plot_roc(curves: Curves, path: str | Path, title: str = "ROC") -> Path:
 def plot_precision_recall(curves: Curves, path: str | Path, title: str = "Precision-recall") -> Path:
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     prevalence = None
     for name, (probs, labels) in curves.items():
@@ -59,7 +63,7 @@ def plot_precision_recall(curves: Curves, path: str | Path, title: str = "Precis
 
 
 def plot_calibration(curves: Curves, path: str | Path, bins: int = 10, title: str = "Calibration") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     for name, (probs, labels) in curves.items():
         probs, labels = np.asarray(probs), np.asarray(labels)
@@ -89,8 +93,8 @@ def plot_binary_predictions(curves: Curves, out_dir: str | Path, prefix: str = "
 def _save(fig, path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return Path(path)
 
 
-__all__ = ["plot_binary_predictions", "plot_calibration", "plot_precision_recall", "plot_roc"]
+__all__ = ["plot_binary_predictions", "plot_calibration", "plot_precision_recall", "plot_roc", "pyplot"]

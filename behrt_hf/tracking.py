@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from .plotting import pyplot
+
 
 class RunTrackerCallback(TrainerCallback):
     def __init__(self, output_dir: str | Path, collator: Any | None = None):
@@ -58,11 +60,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def plot_training_curves(jsonl: str | Path, png: str | Path) -> Path | None:
     """Training loss and every eval metric against the step, one panel each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     records = read_jsonl(jsonl)
     series: dict[str, list[tuple[int, float]]] = {}
     for r in records:

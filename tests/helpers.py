@@ -91,3 +91,18 @@ def pretrain_a_few_steps(splits, tmp_path, steps: int = 3, extra_args: tuple[str
     assert result["train"]["train_loss"] > 0 and result["eval"]["eval_mlm_num_masked"] > 0
     assert (tmp_path / "pretrain" / "model.safetensors").exists()
     return result
+
+
+def save_task_cohort(path) -> tuple[str, dict[str, list[dict]]]:
+    """A DatasetDict (train 160 / validation 60 / test 60 patients) with the toy task `demo` and its
+    oracle saved at `path`; returns the path and the patients of each split."""
+    import datasets
+
+    from behrt_hf import patient_features
+
+    features = patient_features(tasks=["demo"], with_oracle=True)
+    splits = {name: add_toy_task(make_patients(n, seed=seed, max_visits=6), seed=seed)
+              for name, n, seed in [("train", 160, 1), ("validation", 60, 2), ("test", 60, 3)]}
+    datasets.DatasetDict({k: datasets.Dataset.from_list(v, features=features) for k, v in splits.items()}).save_to_disk(
+        str(path))
+    return str(path), splits

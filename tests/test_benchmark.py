@@ -1,11 +1,15 @@
 """The pretraining benchmark, run tiny: every arm and fraction, the summary, the charts."""
 
 import json
+from pathlib import Path
 
 import datasets
+import pytest
+from transformers import TrainingArguments
 
 from behrt_hf import patient_features
-from behrt_hf.training import benchmark
+from behrt_hf.training import benchmark, finetune, pretrain
+from behrt_hf.training.arguments import parse_args
 from tests.helpers import add_toy_task, make_patients
 
 
@@ -58,3 +62,64 @@ def test_independent_test_split_is_a_second_cohort_of_the_same_preset(tmp_path):
     assert not set(saved["test"]["patient_id"]) & set(saved["train"]["patient_id"])
     assert benchmark.cohort_with_independent_test(args, tmp_path) == path  # made once, then read back
     assert not (tmp_path / "cohort.partial").exists()
+
+
+def former_flags(args: benchmark.BenchmarkArguments, output_dir: Path, steps: int) -> list[str]:
+    """The flags every run of the benchmark got before it built argument dataclasses (the reference)."""
+    flags = ["--output_dir", str(output_dir), "--do_train", "--max_steps", str(steps), "--seed", str(args.seed),
+             "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size", "64",
+             "--max_length", str(args.max_length), "--report_to", "none", "--disable_tqdm", "true",
+             "--logging_steps", str(max(1, args.eval_every // 2)), "--data_seed_cohort", str(args.seed)]
+    if args.dataset_path:
+        flags += ["--dataset_path", args.dataset_path]
+    else:
+        flags += ["--synthetic", args.synthetic] + (["--num_patients", str(args.num_patients)] if args.num_patients else [])
+    if args.use_cpu:
+        flags += ["--use_cpu"]
+    return flags
+
+
+def former_pretraining_flags(args, out):
+    flags = former_flags(args, out, args.pretrain_steps) + [
+        "--objective", "mlm+nvp", "--preset", args.preset, "--learning_rate", str(args.pretrain_learning_rate),
+        "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", str(args.pretrain_steps // 2),
+        "--save_total_limit", "1", "--warmup_steps", str(max(1, min(100, args.pretrain_steps // 20))),
+    ]
+    return flags + (["--config_overrides", args.config_overrides] if args.config_overrides else [])
+
+
+def former_arm_flags(args, out, arm, fraction, pretrained):
+    uses_pretrained, mode = benchmark.ARMS[arm]
+    lr = args.full_finetune_learning_rate if arm == "full" else args.learning_rate
+    flags = former_flags(args, out, args.finetune_steps) + [
+        "--task", args.task, "--mode", mode, "--label_fraction", str(fraction), "--learning_rate", str(lr),
+        "--eval_strategy", "steps", "--eval_steps", str(args.eval_every), "--save_strategy", "steps",
+        "--save_steps", str(args.eval_every), "--save_total_limit", "1", "--load_best_model_at_end", "true",
+        "--metric_for_best_model", "loss", "--greater_is_better", "false",
+    ]
+    if uses_pretrained:
+        return flags + ["--model_name_or_path", pretrained]
+    return flags + ["--preset", args.preset] + (["--config_overrides", args.config_overrides] if args.config_overrides else [])
+
+
+@pytest.mark.parametrize("flags", [
+    [],
+    ["--dataset_path", "saved", "--use_cpu", "true", "--seed", "2", "--config_overrides", "hidden_size=32",
+     "--preset", "medium", "--eval_every", "7", "--batch_size", "8", "--max_length", "64"],
+    ["--num_patients", "500", "--pretrain_steps", "33", "--finetune_steps", "21", "--learning_rate", "1e-3"],
+])
+def test_runs_get_the_settings_of_the_former_command_lines(tmp_path, flags):
+    """Building the runs' argument dataclasses passes exactly what the flag lists passed before."""
+    (args,) = parse_args((benchmark.BenchmarkArguments,), ["--output_dir", str(tmp_path), *flags])
+    pretraining = (pretrain.ModelArguments, pretrain.DataArguments, TrainingArguments)
+    finetuning = (finetune.FinetuneModelArguments, finetune.FinetuneDataArguments, TrainingArguments)
+    cases = [(benchmark.pretraining_arguments(args, tmp_path / "pre"),
+              parse_args(pretraining, former_pretraining_flags(args, tmp_path / "pre")))]
+    for arm in benchmark.ARMS:
+        for fraction in args.fractions:
+            out = tmp_path / f"{arm}_{fraction:g}"
+            cases.append((benchmark.arm_arguments(args, out, arm, fraction, "pretrained/model"),
+                          parse_args(finetuning, former_arm_flags(args, out, arm, fraction, "pretrained/model"))))
+    for built, parsed in cases:
+        assert built[:2] == parsed[:2]
+        assert built[2].to_dict() == parsed[2].to_dict()

@@ -10,8 +10,10 @@ from peft import AutoPeftModelForSequenceClassification, PeftModel
 
 from behrt_hf import BehrtConfig, BehrtForPreTraining, BehrtForSequenceClassification, BehrtTokenizerFast, patient_features
 from behrt_hf.data_collator import DataCollatorForBehrt
+from behrt_hf.tasks import Task, shift_classifier_bias
 from behrt_hf.training import finetune
-from tests.helpers import CODES, add_toy_task, make_patients
+from behrt_hf.training.trainer import BehrtTrainer
+from tests.helpers import save_task_cohort
 
 TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=37"
 COMMON = ["--task", "demo", "--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--max_length", "64",
@@ -20,12 +22,7 @@ COMMON = ["--task", "demo", "--use_cpu", "--report_to", "none", "--disable_tqdm"
 
 @pytest.fixture(scope="module")
 def task_cohort(tmp_path_factory):
-    features = patient_features(tasks=["demo"], with_oracle=True)
-    splits = {name: add_toy_task(make_patients(n, seed=seed, max_visits=6), seed=seed)
-              for name, n, seed in [("train", 160, 1), ("validation", 60, 2), ("test", 60, 3)]}
-    path = tmp_path_factory.mktemp("task") / "data"
-    datasets.DatasetDict({k: datasets.Dataset.from_list(v, features=features) for k, v in splits.items()}).save_to_disk(str(path))
-    return str(path), splits
+    return save_task_cohort(tmp_path_factory.mktemp("task") / "data")
 
 
 @pytest.fixture(scope="module")
@@ -40,37 +37,6 @@ def pretrained(tmp_path_factory, task_cohort):
     BehrtForPreTraining(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
-
-
-def test_input_is_cut_at_the_index_visit(task_cohort):
-    """No leakage: every encoded patient holds exactly the codes of visits 0..index, nothing later."""
-    path, splits = task_cohort
-    args = finetune.FinetuneDataArguments(dataset_path=path, task="demo", max_length=512)
-    tokenizer = BehrtTokenizerFast.build_vocab(splits["train"], model_max_length=512)
-    split = finetune.eligible(datasets.load_from_disk(path)["test"], args)
-    encoded = finetune.encode(split, tokenizer, args, "test")
-    echo = tokenizer.convert_tokens_to_ids(CODES[2])  # recorded after the index visit of positives only
-    by_id = {p["patient_id"]: p for p in splits["test"]}
-    assert len(encoded) == sum(p["label_demo"] >= 0 for p in splits["test"])
-    for row in encoded:
-        patient = by_id[row["patient_id"]]
-        index = patient["index_visit_demo"]
-        assert max(row["visit_ids"]) == index + 1
-        tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
-        expected = [c for v in patient["visits"][: index + 1] for c in v["codes"]]
-        assert [t for t in tokens if t not in ("[CLS]", "[SEP]")] == [
-            c if c in tokenizer.get_vocab() else "[UNK]" for c in expected]
-        max_age = patient["visits"][index]["age"]
-        assert max(row["age_ids"]) == tokenizer.age_to_id(max_age)  # no later age either
-        if echo not in [tokenizer.convert_tokens_to_ids(c) for c in expected]:
-            assert echo not in row["input_ids"]
-
-
-def test_missing_task_columns_are_reported(task_cohort):
-    path, _ = task_cohort
-    args = finetune.FinetuneDataArguments(dataset_path=path, task="nope")
-    with pytest.raises(ValueError, match="'label_nope' is not in the data"):
-        finetune.eligible(datasets.load_from_disk(path)["train"], args)
 
 
 def test_a_split_without_positives_fails_before_training(task_cohort, tmp_path):
@@ -139,7 +105,7 @@ def test_recalibration_shifts_the_lora_classifier_copy(pretrained):
     before = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("classifier.original_module.bias")
               or n.endswith("classifier.modules_to_save.default.bias")}
     assert len(before) == 2
-    finetune.shift_classifier_bias(model, -1.5)
+    shift_classifier_bias(model, -1.5)
     for name, parameter in model.named_parameters():
         if name in before:
             expected = before[name] - 1.5 if "modules_to_save" in name else before[name]
@@ -147,7 +113,7 @@ def test_recalibration_shifts_the_lora_classifier_copy(pretrained):
     frozen = BehrtForSequenceClassification.from_pretrained(pretrained, num_labels=1)
     frozen.classifier.requires_grad_(False)
     with pytest.raises(ValueError, match="one trainable classifier bias"):
-        finetune.shift_classifier_bias(frozen, -1.5)
+        shift_classifier_bias(frozen, -1.5)
 
 
 def test_sampler_replaces_pos_weight(task_cohort, tmp_path):
@@ -194,9 +160,8 @@ def test_lora_adapter_is_small_and_reloads_identically(task_cohort, pretrained, 
     assert (tmp_path / "adapter_model.safetensors").stat().st_size < 2_000_000
 
     tokenizer = BehrtTokenizerFast.from_pretrained(tmp_path)
-    test = finetune.encode(finetune.eligible(datasets.load_from_disk(path)["test"],
-                                             finetune.FinetuneDataArguments(dataset_path=path, task="demo")),
-                           tokenizer, finetune.FinetuneDataArguments(task="demo", max_length=64), "test")
+    task = Task("demo")
+    test = task.encode(task.eligible(datasets.load_from_disk(path)["test"]), tokenizer, max_length=64)
     batch = DataCollatorForBehrt(tokenizer.pad_token_id)([test[i] for i in range(8)])
     batch.pop("labels")
     saved = json.loads((tmp_path / "predictions_test.json").read_text())["probability"][:8]
@@ -247,7 +212,10 @@ def test_default_lora_trains_under_ten_percent_of_the_presets(preset, tmp_path):
     BehrtForPreTraining(BehrtConfig.from_preset(preset, vocab_size=len(tokenizer))).save_pretrained(tmp_path)
     model = finetune.build_model(finetune.FinetuneModelArguments(model_name_or_path=str(tmp_path), mode="lora"),
                                  tokenizer, pos_weight=3.0)
-    trainable, total = finetune.count_parameters(model)
+    trainable, total = model.num_parameters(only_trainable=True), model.num_parameters()
+    # transformers' counter, reached through PEFT's wrappers, counts the LoRA weights and both classifier copies
+    assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert total == sum(p.numel() for p in model.parameters())
     assert trainable / total < 0.10, (trainable, total)
     model.save_pretrained(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size < 2_000_000
@@ -262,32 +230,14 @@ def test_bad_arguments(task_cohort, tmp_path, bad, match):
         run(path, tmp_path, *bad)
 
 
-def test_label_fraction_keeps_a_seeded_subset_with_both_classes(task_cohort):
-    path, _ = task_cohort
-    train = finetune.eligible(datasets.load_from_disk(path)["train"],
-                              finetune.FinetuneDataArguments(dataset_path=path, task="demo"))
-    a = finetune.label_subset(train, 0.25, "label_demo", seed=1)
-    b = finetune.label_subset(train, 0.25, "label_demo", seed=1)
-    assert list(a["patient_id"]) == list(b["patient_id"])
-    labels = np.asarray(train["label_demo"])
-    assert sum(a["label_demo"]) == round(0.25 * labels.sum())  # stratified
-    assert len(a) - sum(a["label_demo"]) == round(0.25 * (labels == 0).sum())
-    tiny = finetune.label_subset(train, 0.001, "label_demo", seed=1)
-    assert set(tiny["label_demo"]) == {0, 1}  # at least one of each class
-    with pytest.raises(ValueError, match="no patient with label 1"):
-        finetune.label_subset(train.filter(lambda y: y == 0, input_columns="label_demo"), 0.1, "label_demo", seed=1)
-
-
 def test_prediction_keeps_dataset_order_under_length_grouping(task_cohort, tmp_path):
     """transformers 5 length-groups evaluation too; BehrtTrainer must keep predict() in dataset order."""
     from transformers import TrainingArguments
 
-    from behrt_hf.training.common import BehrtTrainer
-
     path, splits = task_cohort
     tokenizer = BehrtTokenizerFast.build_vocab(splits["train"], model_max_length=64)
-    args = finetune.FinetuneDataArguments(dataset_path=path, task="demo", max_length=64)
-    test = finetune.encode(finetune.eligible(datasets.load_from_disk(path)["test"], args), tokenizer, args, "test")
+    task = Task("demo")
+    test = task.encode(task.eligible(datasets.load_from_disk(path)["test"]), tokenizer, max_length=64)
     model = BehrtForSequenceClassification(BehrtConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
                                                        num_attention_heads=4, intermediate_size=37,
                                                        max_position_embeddings=64, num_labels=1)).eval()
@@ -300,3 +250,41 @@ def test_prediction_keeps_dataset_order_under_length_grouping(task_cohort, tmp_p
         direct = torch.cat([model(**{k: v for k, v in collate([test[j] for j in range(i, min(i + 4, len(test)))]).items()
                                      if k != "labels"}).logits for i in range(0, len(test), 4)])
     np.testing.assert_allclose(predicted.reshape(-1), direct.reshape(-1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_trainer_sampler_hooks_are_the_ones_transformers_calls(tmp_path):
+    """BehrtTrainer overrides Trainer's private sampler hooks (transformers has no public one; see its
+    docstring). This fails when a transformers release renames them, changes their signature, or
+    stops building the train / eval / test loaders through them."""
+    import inspect
+
+    from transformers import Trainer, TrainingArguments
+
+    from tests.helpers import tiny_config
+
+    assert list(inspect.signature(Trainer._get_train_sampler).parameters) == ["self", "train_dataset"]
+    assert list(inspect.signature(Trainer._get_eval_sampler).parameters) == ["self", "eval_dataset"]
+    n = 64
+    data = datasets.Dataset.from_dict({"idx": list(range(n)), "input_ids": [[1] * (1 + i % 7) for i in range(n)],
+                                       "length": [1 + i % 7 for i in range(n)]})
+    calls = []
+
+    class Spy(BehrtTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            calls.append("train")
+            return super()._get_train_sampler(train_dataset)
+
+        def _get_eval_sampler(self, eval_dataset):
+            calls.append("eval")
+            return super()._get_eval_sampler(eval_dataset)
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", remove_unused_columns=False,
+                             train_sampling_strategy="group_by_length", per_device_train_batch_size=1,
+                             per_device_eval_batch_size=1)
+    backwards = list(range(n))[::-1]
+    trainer = Spy(train_sampler=backwards, model=BehrtForSequenceClassification(tiny_config(num_labels=1)),
+                  args=args, train_dataset=data, eval_dataset=data, data_collator=lambda rows: [r["idx"] for r in rows])
+    assert [batch[0] for batch in trainer.get_train_dataloader()] == backwards  # the sampler given
+    assert [batch[0] for batch in trainer.get_eval_dataloader()] == list(range(n))  # in order, not length-grouped
+    assert [batch[0] for batch in trainer.get_test_dataloader(data)] == list(range(n))
+    assert calls == ["train", "eval", "eval"]

@@ -55,6 +55,9 @@ def test_pretrain_end_to_end(cohort, tmp_path, capsys):
     assert [r["step"] for r in logged if "loss" in r] == [2, 4, 6]
     assert any("eval_mlm_accuracy" in r for r in logged) and all("padding_fraction" in r for r in logged)
     assert "frequency baseline" in capsys.readouterr().out
+    card = (out / "README.md").read_text()  # rendered by behrt_hf.hub from model_cards/, as behrt-push does
+    assert "library_name: transformers" in card and "Not for clinical use" in card
+    assert "| metric | model | frequency baseline |" in card and "masked-code modelling" in card
     model = AutoModelForPreTraining.from_pretrained(out)
     assert model.config.vocab_size == summary["data"]["vocab_size"]
 
@@ -159,3 +162,14 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     assert len(one_losses) == len(two_losses) == 4
     assert one_losses == pytest.approx(two_losses, rel=1e-4), (one_losses, two_losses)
     assert len(set(one_losses)) > 1  # it trained
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_attention_implementation_is_set_through_the_config(cohort, implementation):
+    """A fresh model gets --attn_implementation through BehrtConfig's keyword, as from_pretrained does."""
+    from behrt_hf import BehrtTokenizerFast
+
+    tokenizer = BehrtTokenizerFast.build_vocab(make_patients(20, seed=1), model_max_length=48)
+    model_args = pretrain.ModelArguments(config_overrides=TINY, attn_implementation=implementation)
+    model = pretrain.build_model(model_args, pretrain.DataArguments(dataset_path=cohort, max_length=48), tokenizer)
+    assert model.config._attn_implementation == implementation

@@ -5,11 +5,10 @@
 On one generated cohort, with the same seeds: (a) from scratch, (b) pretrained + full fine-tuning,
 (c) pretrained + LoRA, (d) pretrained + probe, each at label fractions 1%, 10% and 100% of the
 training split. Every run gets the same number of optimizer steps and keeps its checkpoint of
-lowest validation loss (validation AUROC on a few hundred patients is too noisy to pick by);
-figures are on the test split, beside the oracle (the Bayes ceiling). On a synthetic cohort the
-test split is, by default, every patient of an independent cohort of the same preset (seed + 1):
-the cohort's own test split of medium holds 682 patients for fall_1y, an AUROC uncertain by about
-+-0.035, too loose to rank arms a few hundredths apart; the independent one holds 6,945.
+lowest validation loss; figures are on the test split, beside the oracle (the Bayes ceiling). On
+a synthetic cohort the test split is, by default, every patient of an independent cohort of the
+same preset (seed + 1): about ten times the cohort's own test split, so that arms a few
+hundredths of AUROC apart can be ranked (the README gives the figures).
 
 Writes into `output_dir`: `SUMMARY.txt` (table, winner per fraction), `summary.json`, and
 charts: ROC and PR curves per fraction, AUROC bars, and validation-AUROC training curves, with the
@@ -27,10 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from behrt_hf.plotting import plot_binary_predictions
+from behrt_hf.plotting import plot_binary_predictions, pyplot
 from behrt_hf.tracking import read_jsonl, write_summary
 from behrt_hf.training import finetune, pretrain
-from behrt_hf.training.common import parse_args
+from behrt_hf.training.arguments import (
+    comma_list,
+    keep_best_checkpoint,
+    parse_args,
+    pretraining_checkpoints,
+    scripted_training_arguments,
+)
 
 logger = logging.getLogger("behrt_hf.benchmark")
 
@@ -74,8 +79,8 @@ class BenchmarkArguments:
     use_cpu: bool = field(default=False, metadata={"help": "Run on CPU even if an accelerator is present."})
 
     def __post_init__(self):
-        self.fractions = [float(f) for f in self.label_fractions.split(",")]
-        self.arm_names = [a.strip() for a in self.arms.split(",")]
+        self.fractions = comma_list(self.label_fractions, float)
+        self.arm_names = comma_list(self.arms)
         unknown = set(self.arm_names) - set(ARMS)
         if unknown:
             raise ValueError(f"Unknown arms {sorted(unknown)}; choose from {list(ARMS)}.")
@@ -83,18 +88,20 @@ class BenchmarkArguments:
             raise ValueError(f"label fractions must be in (0, 1], got {self.fractions}.")
 
 
-def common_training_args(args: BenchmarkArguments, output_dir: Path, steps: int) -> list[str]:
-    flags = ["--output_dir", str(output_dir), "--do_train", "--max_steps", str(steps), "--seed", str(args.seed),
-             "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size", "64",
-             "--max_length", str(args.max_length), "--report_to", "none", "--disable_tqdm", "true",
-             "--logging_steps", str(max(1, args.eval_every // 2)), "--data_seed_cohort", str(args.seed)]
+def training_arguments(args: BenchmarkArguments, output_dir: Path, steps: int, learning_rate: float, **settings):
+    """The TrainingArguments of one of the benchmark's runs: the same seed, batch and logging for all."""
+    return scripted_training_arguments(
+        output_dir, max_steps=steps, learning_rate=learning_rate, seed=args.seed, batch_size=args.batch_size,
+        use_cpu=args.use_cpu, logging_steps=max(1, args.eval_every // 2), **settings,
+    )
+
+
+def cohort_fields(args: BenchmarkArguments) -> dict:
+    """The cohort arguments of every run: the saved cohort, or the synthetic one."""
+    fields = {"data_seed_cohort": args.seed, "max_length": args.max_length}
     if args.dataset_path:
-        flags += ["--dataset_path", args.dataset_path]
-    else:
-        flags += ["--synthetic", args.synthetic] + (["--num_patients", str(args.num_patients)] if args.num_patients else [])
-    if args.use_cpu:
-        flags += ["--use_cpu"]
-    return flags
+        return {**fields, "dataset_path": args.dataset_path}
+    return {**fields, "synthetic": args.synthetic, **({"num_patients": args.num_patients} if args.num_patients else {})}
 
 
 def cohort_with_independent_test(args: BenchmarkArguments, root: Path) -> str:
@@ -123,39 +130,44 @@ def cohort_with_independent_test(args: BenchmarkArguments, root: Path) -> str:
     return str(path)
 
 
+def pretraining_arguments(args: BenchmarkArguments, output_dir: Path):
+    """The arguments of the pretraining run (MLM + NVP) every pretrained arm starts from."""
+    return (
+        pretrain.ModelArguments(preset=args.preset, config_overrides=args.config_overrides),
+        pretrain.DataArguments(objective="mlm+nvp", **cohort_fields(args)),
+        training_arguments(args, output_dir, args.pretrain_steps, args.pretrain_learning_rate, eval_strategy="no",
+                           **pretraining_checkpoints(args.pretrain_steps)),
+    )
+
+
+def arm_arguments(args: BenchmarkArguments, output_dir: Path, arm: str, fraction: float, pretrained: str | None):
+    """The arguments of one arm's fine-tuning at one label fraction."""
+    uses_pretrained, mode = ARMS[arm]
+    if uses_pretrained:
+        model_args = finetune.FinetuneModelArguments(model_name_or_path=pretrained, mode=mode)
+    else:
+        model_args = finetune.FinetuneModelArguments(preset=args.preset, config_overrides=args.config_overrides,
+                                                     mode=mode)
+    lr = args.full_finetune_learning_rate if arm == "full" else args.learning_rate
+    return (
+        model_args,
+        finetune.FinetuneDataArguments(task=args.task, label_fraction=fraction, **cohort_fields(args)),
+        training_arguments(args, output_dir, args.finetune_steps, lr, **keep_best_checkpoint(args.eval_every)),
+    )
+
+
 def run_pretraining(args: BenchmarkArguments, root: Path) -> str:
     out = root / "pretrained"
-    if (out / "model.safetensors").exists():
-        return str(out)
-    flags = common_training_args(args, out, args.pretrain_steps) + [
-        "--objective", "mlm+nvp", "--preset", args.preset, "--learning_rate", str(args.pretrain_learning_rate),
-        "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", str(args.pretrain_steps // 2),
-        "--save_total_limit", "1", "--warmup_steps", str(max(1, min(100, args.pretrain_steps // 20))),
-    ]
-    if args.config_overrides:
-        flags += ["--config_overrides", args.config_overrides]
-    pretrain.main(flags)
+    if not (out / "model.safetensors").exists():
+        pretrain.run(*pretraining_arguments(args, out))
     return str(out)
 
 
-def run_arm(args: BenchmarkArguments, root: Path, arm: str, fraction: float, pretrained: str) -> dict:
+def run_arm(args: BenchmarkArguments, root: Path, arm: str, fraction: float, pretrained: str | None) -> dict:
     out = root / "runs" / f"{arm}_{fraction:g}"
     summary_path = out / "summary.json"
-    if summary_path.exists():  # finished earlier: a rerun of the benchmark resumes
-        return json.loads(summary_path.read_text())
-    uses_pretrained, mode = ARMS[arm]
-    lr = args.full_finetune_learning_rate if arm == "full" else args.learning_rate
-    flags = common_training_args(args, out, args.finetune_steps) + [
-        "--task", args.task, "--mode", mode, "--label_fraction", str(fraction), "--learning_rate", str(lr),
-        "--eval_strategy", "steps", "--eval_steps", str(args.eval_every), "--save_strategy", "steps",
-        "--save_steps", str(args.eval_every), "--save_total_limit", "1", "--load_best_model_at_end", "true",
-        "--metric_for_best_model", "loss", "--greater_is_better", "false",
-    ]
-    if uses_pretrained:
-        flags += ["--model_name_or_path", pretrained]
-    else:
-        flags += ["--preset", args.preset] + (["--config_overrides", args.config_overrides] if args.config_overrides else [])
-    finetune.main(flags)
+    if not summary_path.exists():  # finished earlier: a rerun of the benchmark resumes
+        finetune.run(*arm_arguments(args, out, arm, fraction, pretrained))
     return json.loads(summary_path.read_text())
 
 
@@ -221,11 +233,7 @@ def summary_table(results: dict, args: BenchmarkArguments, source: str, test_spl
 
 
 def draw_charts(root: Path, results: dict, args: BenchmarkArguments) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     charts = []
     oracle_auroc = None
     for fraction, arms in results.items():

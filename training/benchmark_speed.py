@@ -51,7 +51,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from behrt_hf import BehrtConfig, BehrtForMaskedLM, BehrtModel, BehrtTokenizerFast, DataCollatorForBehrt
 from behrt_hf.data_collator import DataCollatorForPretraining
-from behrt_hf.training.common import load_cohort, parse_args, parse_config_overrides
+from behrt_hf.training.arguments import comma_list, load_cohort, parse_args, parse_config_overrides
 
 logger = logging.getLogger("behrt_hf.benchmark_speed")
 
@@ -125,15 +125,15 @@ class SpeedArguments:
 
     @property
     def preset_list(self) -> list[str]:
-        return [p.strip() for p in self.presets.split(",") if p.strip()]
+        return comma_list(self.presets)
 
     @property
     def memory_batch_size_list(self) -> list[int]:
-        return [int(b) for b in self.memory_batch_sizes.split(",") if b.strip()]
+        return comma_list(self.memory_batch_sizes, int)
 
     @property
     def num_proc_list(self) -> list[int]:
-        return [int(n) for n in self.num_proc.split(",") if n.strip()]
+        return comma_list(self.num_proc, int)
 
 
 # --- counting -----------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ def bench_training(ctx: Context) -> dict:
         flops = per_round([train_flops(config, *b["input_ids"].shape) for b in batches], args.repeats)
         models = ("behrt", "bert")
         results[preset] = {
-            "parameters": {"behrt": count_parameters(behrt.model), "bert": count_parameters(bert.model)},
+            "parameters": {"behrt": behrt.model.num_parameters(), "bert": bert.model.num_parameters()},
             "tokens_per_second": {m: throughput(padded, seconds[m]) for m in models},
             "non_padding_tokens_per_second": {m: throughput(real, seconds[m]) for m in models},
             "ratio_behrt_vs_bert": round_ratio(padded, seconds["behrt"], padded, seconds["bert"]),
@@ -376,10 +376,6 @@ def bench_training(ctx: Context) -> dict:
         del behrt, bert
     return {"batches": len(batches), "batch_size": args.batch_size, "rounds": args.repeats,
             "mean_padded_length": sum(padded) / (len(padded) * args.batch_size), "presets": results}
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def bench_mfu(training: dict, peak: dict) -> dict:

@@ -15,13 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from behrt_hf.training import finetune, pretrain
-from behrt_hf.training.common import parse_args
+from behrt_hf.training.arguments import (
+    keep_best_checkpoint,
+    parse_args,
+    pretraining_checkpoints,
+    scripted_training_arguments,
+)
 
 
 @dataclass
 class DemoArguments:
     output_dir: str = field(default="outputs/demo", metadata={"help": "Where everything is written."})
-    cohort: str = field(default="medium", metadata={"help": "Synthetic cohort size: tiny, small, medium or large."})
+    synthetic: str = field(default="medium", metadata={"help": "Synthetic cohort: tiny, small, medium or large."})
     num_patients: int | None = field(default=None, metadata={"help": "Override the cohort's size."})
     task: str = field(default="fall_1y", metadata={"help": "fall_1y or heart_failure_1y."})
     preset: str = field(default="small", metadata={"help": "Model size preset."})
@@ -44,53 +49,75 @@ def stage(title: str, start: float) -> None:
     print(f"\n[{time.perf_counter() - start:6.0f}s] {title}", flush=True)
 
 
+def pretrain_arguments(args: DemoArguments, output_dir: Path):
+    """The arguments of the demo's pretraining run (MLM + NVP for `pretrain_steps` steps)."""
+    return (
+        pretrain.ModelArguments(preset=args.preset),
+        pretrain.DataArguments(objective="mlm+nvp", **cohort_fields(args)),
+        scripted_training_arguments(
+            output_dir, max_steps=args.pretrain_steps, learning_rate=2e-3, seed=args.seed, batch_size=args.batch_size,
+            use_cpu=args.use_cpu, logging_steps=max(1, args.pretrain_steps // 10),
+            **pretraining_checkpoints(args.pretrain_steps),
+        ),
+    )
+
+
+def finetune_arguments(args: DemoArguments, output_dir: Path, pretrained: Path):
+    """The arguments of the demo's LoRA fine-tuning of `pretrained` for `finetune_steps` steps."""
+    eval_every = max(1, args.finetune_steps // 6)
+    return (
+        finetune.FinetuneModelArguments(model_name_or_path=str(pretrained), mode="lora"),
+        finetune.FinetuneDataArguments(task=args.task, **cohort_fields(args)),
+        scripted_training_arguments(
+            output_dir, max_steps=args.finetune_steps, learning_rate=args.finetune_learning_rate, seed=args.seed,
+            batch_size=args.batch_size, use_cpu=args.use_cpu, logging_steps=eval_every,
+            **keep_best_checkpoint(eval_every),
+        ),
+    )
+
+
+def cohort_fields(args: DemoArguments) -> dict:
+    fields = {"synthetic": args.synthetic, "data_seed_cohort": args.seed, "max_length": args.max_length}
+    return {**fields, "num_patients": args.num_patients} if args.num_patients else fields
+
+
 def main(argv: list[str] | None = None) -> dict:
     (args,) = parse_args((DemoArguments,), argv)
     start = time.perf_counter()
     root = Path(args.output_dir)
-    common = ["--synthetic", args.cohort, "--data_seed_cohort", str(args.seed), "--seed", str(args.seed),
-              "--max_length", str(args.max_length), "--per_device_train_batch_size", str(args.batch_size),
-              "--per_device_eval_batch_size", "64", "--report_to", "none", "--disable_tqdm", "true", "--do_train"]
-    if args.num_patients:
-        common += ["--num_patients", str(args.num_patients)]
-    if args.use_cpu:
-        common += ["--use_cpu"]
 
     stage(f"1/3 pretraining a '{args.preset}' BEHRT (MLM + next-visit prediction) on the synthetic "
-          f"'{args.cohort}' cohort for {args.pretrain_steps} steps", start)
+          f"'{args.synthetic}' cohort for {args.pretrain_steps} steps", start)
     pretrained = root / "pretrained"
-    pre = pretrain.main(common + [
-        "--output_dir", str(pretrained), "--objective", "mlm+nvp", "--preset", args.preset,
-        "--max_steps", str(args.pretrain_steps), "--learning_rate", "2e-3",
-        "--warmup_steps", str(max(1, min(100, args.pretrain_steps // 20))), "--logging_steps", str(max(1, args.pretrain_steps // 10)),
-        "--save_strategy", "steps", "--save_steps", str(max(1, args.pretrain_steps // 2)), "--save_total_limit", "1",
-    ])
+    pre = pretrain.run(*pretrain_arguments(args, pretrained))
 
     stage(f"2/3 LoRA fine-tuning for {args.task} ({args.finetune_steps} steps; inputs cut at each "
           "patient's index visit)", start)
     adapter = root / f"lora_{args.task}"
-    eval_every = max(1, args.finetune_steps // 6)
     # The kept checkpoint is the one of lowest validation loss: on a validation split of a few
     # hundred patients AUROC jumps from one evaluation to the next, the loss much less.
-    fine = finetune.main(common + [
-        "--output_dir", str(adapter), "--model_name_or_path", str(pretrained), "--task", args.task,
-        "--mode", "lora", "--max_steps", str(args.finetune_steps), "--learning_rate", str(args.finetune_learning_rate),
-        "--eval_strategy", "steps", "--eval_steps", str(eval_every), "--save_strategy", "steps",
-        "--save_steps", str(eval_every), "--save_total_limit", "1", "--load_best_model_at_end", "true",
-        "--metric_for_best_model", "loss", "--greater_is_better", "false", "--logging_steps", str(eval_every),
-    ])
+    fine = finetune.run(*finetune_arguments(args, adapter, pretrained))
 
     stage("3/3 reloading the adapter and writing the model card", start)
     reload_difference = check_adapter_reload(adapter, args)
     card = write_card_folder(adapter, args)
 
+    print(f"\n{'=' * 72}\nbehrt_hf demo finished in {time.perf_counter() - start:.0f}s\n{'=' * 72}")
+    print_results(args, pre, fine, reload_difference)
+    print("plots: " + ", ".join(str(adapter / p) for p in ("roc.png", "pr.png", "calibration.png", "training_curves.png")))
+    print(f"pretraining curves: {pretrained / 'training_curves.png'}")
+    print(f"ready to push: {card}  (behrt-push {card} --repo_id you/behrt-{args.task}-lora)")
+    return {"pretrain": pre, "finetune": fine, "reload_difference": reload_difference, "card_folder": str(card)}
+
+
+def print_results(args: DemoArguments, pre: dict, fine: dict, reload_difference: float) -> None:
+    """Pretraining beside the frequency baseline; the task's test scores beside the oracle."""
     test = fine["report"]["test"]
     pre_eval = pre["eval"]
     rows = [
         ("masked-code accuracy (validation)", pre_eval.get("eval_mlm_accuracy"), pre["baseline"].get("mlm_accuracy")),
         ("next-visit micro-F1 (validation)", pre_eval.get("eval_nvp_micro_f1"), pre["baseline"].get("nvp_micro_f1")),
     ]
-    print(f"\n{'=' * 72}\nbehrt_hf demo finished in {time.perf_counter() - start:.0f}s\n{'=' * 72}")
     print(f"{'pretraining':<36} {'model':>8} {'frequency baseline':>19}")
     for label, model, base in rows:
         print(f"{label:<36} {model:>8.3f} {base:>19.3f}")
@@ -107,10 +134,6 @@ def main(argv: list[str] | None = None) -> dict:
     percent = 100 * fine["trainable_parameters"] / fine["total_parameters"]
     print(f"\nLoRA trained {fine['trainable_parameters']:,} of {fine['total_parameters']:,} parameters ({percent:.1f}%); "
           f"adapter reload reproduces the predictions (max difference {reload_difference:.1e})")
-    print("plots: " + ", ".join(str(adapter / p) for p in ("roc.png", "pr.png", "calibration.png", "training_curves.png")))
-    print(f"pretraining curves: {pretrained / 'training_curves.png'}")
-    print(f"ready to push: {card}  (behrt-push {card} --repo_id you/behrt-{args.task}-lora)")
-    return {"pretrain": pre, "finetune": fine, "reload_difference": reload_difference, "card_folder": str(card)}
 
 
 def check_adapter_reload(adapter: Path, args: DemoArguments) -> float:
@@ -120,13 +143,14 @@ def check_adapter_reload(adapter: Path, args: DemoArguments) -> float:
     from peft import AutoPeftModelForSequenceClassification
 
     from behrt_hf import BehrtTokenizerFast, DataCollatorForBehrt, load_synthetic
+    from behrt_hf.tasks import Task
 
     saved = json.loads((adapter / "predictions_test.json").read_text())
     model = AutoPeftModelForSequenceClassification.from_pretrained(adapter, num_labels=1).eval()
     tokenizer = BehrtTokenizerFast.from_pretrained(adapter)
-    data_args = finetune.FinetuneDataArguments(task=args.task, max_length=args.max_length)
-    cohort = load_synthetic(args.cohort, seed=args.seed, num_patients=args.num_patients)
-    test = finetune.encode(finetune.eligible(cohort["test"], data_args), tokenizer, data_args, "test")
+    task = Task(args.task)
+    cohort = load_synthetic(args.synthetic, seed=args.seed, num_patients=args.num_patients)
+    test = task.encode(task.eligible(cohort["test"]), tokenizer, max_length=args.max_length, desc="test")
     n = min(16, len(test))
     batch = DataCollatorForBehrt(tokenizer.pad_token_id)([test[i] for i in range(n)])
     batch.pop("labels")

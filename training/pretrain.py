@@ -4,9 +4,9 @@
     accelerate launch -m behrt_hf.training.pretrain --output_dir ...     # one or several devices
     behrt-pretrain config.json                                            # or config.yaml
 
-`main()` follows transformers' run_mlm.py: parse, log, detect the last checkpoint, seed, data,
-tokenizer (vocabulary from the training split only), model, collator, Trainer, train, evaluate,
-save metrics, model card. Rerunning the same command resumes from the last checkpoint in
+`run(model_args, data_args, training_args)` follows transformers' run_mlm.py: log, detect the
+last checkpoint, seed, data, tokenizer (vocabulary from the training split only), model,
+collator, Trainer, train, evaluate, save metrics, model card; `main(argv)` parses and runs it. Rerunning the same command resumes from the last checkpoint in
 `output_dir`.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-from transformers import TrainingArguments, set_seed
+from transformers import TrainingArguments
 
 from behrt_hf import (
     BehrtConfig,
@@ -29,20 +29,14 @@ from behrt_hf import (
 )
 from behrt_hf.data_collator import TOKEN_COLUMNS, DataCollatorForPretraining, static_pretraining_targets
 from behrt_hf.encoding import count_visits
+from behrt_hf.hub import render_model_card
 from behrt_hf.objectives import Objective
 from behrt_hf.sampler import CutLengthGroupedSampler, SetEpochCallback
-from behrt_hf.tokenization_behrt import CODE_HIERARCHIES
 from behrt_hf.metrics.pretraining import PretrainingEvaluator, frequency_baseline
+from behrt_hf.tokenization_behrt import CODE_HIERARCHIES
 from behrt_hf.tracking import RunTrackerCallback, write_summary
-from behrt_hf.training.common import (
-    BehrtTrainer,
-    last_checkpoint,
-    load_cohort,
-    no_pinned_memory_on_cpu,
-    parse_args,
-    parse_config_overrides,
-    setup_logging,
-)
+from behrt_hf.training.arguments import CohortArguments, parse_args, parse_config_overrides
+from behrt_hf.training.trainer import BehrtTrainer, start_run
 
 logger = logging.getLogger("behrt_hf.pretrain")
 
@@ -63,18 +57,8 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    synthetic: str | None = field(
-        default="small", metadata={"help": "Synthetic cohort to generate: tiny, small, medium or large."}
-    )
-    dataset_path: str | None = field(
-        default=None,
-        metadata={"help": "A DatasetDict in the patient schema saved with save_to_disk (overrides --synthetic)."},
-    )
-    num_patients: int | None = field(default=None, metadata={"help": "Override the synthetic cohort's size."})
-    data_seed_cohort: int = field(default=0, metadata={"help": "Seed of the synthetic cohort."})
+class DataArguments(CohortArguments):
     objective: str = field(default="mlm+nvp", metadata={"help": "mlm, nvp or mlm+nvp."})
-    max_length: int = field(default=256, metadata={"help": "Tokens per patient; older visits are dropped."})
     min_code_frequency: int = field(default=1, metadata={"help": "Rarer codes map to [UNK]."})
     max_vocab_size: int | None = field(default=None, metadata={"help": "Keep only the most frequent codes."})
     code_hierarchy: str | None = field(
@@ -82,9 +66,7 @@ class DataArguments:
         metadata={"help": "'category': ICD codes coarsened to their 3-character category (a smaller, denser vocabulary)."},
     )
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of codes masked per sequence."})
-    eval_split: str = field(default="validation", metadata={"help": "Split used for evaluation."})
     max_eval_patients: int | None = field(default=None, metadata={"help": "Cap the evaluation set."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc of datasets.map."})
     group_by_length: bool = field(
         default=True,
         metadata={"help": "Batch patients of similar length (less padding); false keeps --train_sampling_strategy."},
@@ -92,12 +74,9 @@ class DataArguments:
 
     def __post_init__(self):
         self.objective = Objective.parse(self.objective, "--objective")
-        if self.synthetic is None and self.dataset_path is None:
-            raise ValueError("Give --synthetic NAME or --dataset_path PATH.")
+        super().__post_init__()
         if self.code_hierarchy not in CODE_HIERARCHIES:
             raise ValueError(f"--code_hierarchy must be one of {CODE_HIERARCHIES[1:]} (or unset), got {self.code_hierarchy!r}.")
-        if self.max_length < 8:
-            raise ValueError(f"--max_length must be at least 8, got {self.max_length}.")
 
 
 def encode_split(split: datasets.Dataset, tokenizer: BehrtTokenizerFast, data_args: DataArguments, desc: str):
@@ -146,9 +125,8 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer:
         overrides = {"max_position_embeddings": data_args.max_length, **parse_config_overrides(model_args.config_overrides)}
         config = BehrtConfig.from_preset(
             model_args.preset, vocab_size=len(tokenizer), age_unit=tokenizer.age_unit, max_age=tokenizer.max_age,
-            pad_token_id=tokenizer.pad_token_id, **overrides,
+            pad_token_id=tokenizer.pad_token_id, attn_implementation=model_args.attn_implementation, **overrides,
         )
-        config._attn_implementation = model_args.attn_implementation
         model = cls(config)
     tokenizer.check_compatible(model.config)
     return model
@@ -170,46 +148,28 @@ def prepare_tokenizer(cohort, data_args, output_dir: Path, resuming: bool) -> Be
     return tokenizer
 
 
-def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
-    model_args, data_args, training_args = parse_args((ModelArguments, DataArguments, TrainingArguments), argv)
-    training_args.remove_unused_columns = False  # the collator needs next_visit_codes etc.
-    no_pinned_memory_on_cpu(training_args)
-    if data_args.group_by_length and training_args.train_sampling_strategy == "random":
-        training_args.train_sampling_strategy = "group_by_length"
-    if training_args.include_num_input_tokens_seen in (None, "no", False):
-        training_args.include_num_input_tokens_seen = "non_padding"
-
-    # 1. logging, 2. last checkpoint
-    setup_logging(training_args, logger)
-    checkpoint = last_checkpoint(training_args, logger)
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments,
+        callbacks: list | None = None) -> dict:
+    """Pretrain (and evaluate) as the arguments say; returns the train and eval metrics and the baseline."""
+    adapt_training_arguments(training_args, data_args)
+    checkpoint = start_run(training_args, logger)  # logging, last checkpoint, seed
     output_dir = Path(training_args.output_dir)
-
-    # 3. seed
-    set_seed(training_args.seed)
     started = time.time()
 
-    # 4. data and vocabulary
+    # data and vocabulary
     with training_args.main_process_first(desc="data"):
-        cohort = load_cohort(data_args)
+        cohort = data_args.load_cohort()
         tokenizer = prepare_tokenizer(cohort, data_args, output_dir, resuming=checkpoint is not None)
         train_dataset, eval_dataset = build_datasets(cohort, tokenizer, data_args, training_args)
     logger.info("vocabulary %d tokens; %d train / %d eval patients", len(tokenizer), len(train_dataset), len(eval_dataset))
 
-    # 5. model and collator
+    # model, collator, Trainer
     model = build_model(model_args, data_args, tokenizer)
     collator = DataCollatorForPretraining(tokenizer, objective=data_args.objective,
                                           mlm_probability=data_args.mlm_probability, seed=training_args.seed)
     evaluator = PretrainingEvaluator(data_args.objective, collator.first_code_id)
-
-    # 6. Trainer; with NVP, length groups by each epoch's cut lengths
-    sampler = None
-    if training_args.train_sampling_strategy == "group_by_length" and collator.objective.nvp:
-        sampler = CutLengthGroupedSampler(
-            collator, train_dataset.with_format("arrow")["visit_ids"], train_dataset["example_id"],
-            training_args.train_batch_size * training_args.gradient_accumulation_steps, seed=training_args.seed,
-        )
     trainer = BehrtTrainer(
-        train_sampler=sampler,
+        train_sampler=cut_length_sampler(training_args, collator, train_dataset),
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -223,41 +183,63 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(output_dir)
 
-    # 7. train
-    train_metrics = {}
-    if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        train_metrics = dict(result.metrics)
-        tokens = trainer.state.num_input_tokens_seen
-        train_metrics["train_tokens_per_second"] = tokens / max(train_metrics.get("train_runtime", 0), 1e-9)
-        train_metrics["train_padding_fraction"] = collator.padding_fraction
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-
-    # 8. evaluate, beside the frequency baseline
+    # train; evaluate beside the frequency baseline
+    train_metrics = train(trainer, checkpoint, collator) if training_args.do_train else {}
     eval_metrics = trainer.evaluate() if training_args.do_eval or training_args.do_train else {}
     baseline = frequency_baseline(train_dataset, eval_dataset, tokenizer, data_args.objective)
+
+    # metrics, summary, model card
     if trainer.is_world_process_zero():
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
-        table = format_comparison(eval_metrics, baseline)
-        print(table, flush=True)
+        print(format_comparison(eval_metrics, baseline), flush=True)
         summary = {
             "objective": data_args.objective,
-            "data": {"source": data_args.dataset_path or f"synthetic:{data_args.synthetic}",
-                     "train_patients": len(train_dataset), "eval_patients": len(eval_dataset),
-                     "vocab_size": len(tokenizer), "max_length": data_args.max_length},
+            "data": {"source": data_args.source, "train_patients": len(train_dataset),
+                     "eval_patients": len(eval_dataset), "vocab_size": len(tokenizer),
+                     "max_length": data_args.max_length},
             "model": {"class": type(model).__name__, "preset": model_args.preset,
-                      "parameters": sum(p.numel() for p in model.parameters()), "config": model.config.to_dict()},
+                      "parameters": model.num_parameters(), "config": model.config.to_dict()},
             "training": {"wall_time_seconds": time.time() - started, **train_metrics},
             "eval": eval_metrics,
             "frequency_baseline": baseline,
         }
         write_summary(output_dir / "summary.json", summary)
-        write_model_card(output_dir, summary, table)
+        render_model_card(output_dir, summary, kind="model").save(output_dir / "README.md")
     return {"train": train_metrics, "eval": eval_metrics, "baseline": baseline}
+
+
+def adapt_training_arguments(training_args: TrainingArguments, data_args: DataArguments) -> None:
+    """What pretraining needs of the Trainer whatever the command line says."""
+    training_args.remove_unused_columns = False  # the collator needs next_visit_codes etc.
+    if data_args.group_by_length and training_args.train_sampling_strategy == "random":
+        training_args.train_sampling_strategy = "group_by_length"
+    if training_args.include_num_input_tokens_seen in (None, "no", False):
+        training_args.include_num_input_tokens_seen = "non_padding"
+
+
+def cut_length_sampler(training_args, collator, train_dataset) -> CutLengthGroupedSampler | None:
+    """With NVP and length grouping, batches grouped by each epoch's cut lengths (None: the Trainer's)."""
+    if training_args.train_sampling_strategy != "group_by_length" or not collator.objective.nvp:
+        return None
+    return CutLengthGroupedSampler(
+        collator, train_dataset.with_format("arrow")["visit_ids"], train_dataset["example_id"],
+        training_args.train_batch_size * training_args.gradient_accumulation_steps, seed=training_args.seed,
+    )
+
+
+def train(trainer: BehrtTrainer, checkpoint: str | None, collator: DataCollatorForPretraining) -> dict:
+    """Train (resuming from `checkpoint`), save the model, the state and the train metrics."""
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()
+    metrics = dict(result.metrics)
+    tokens = trainer.state.num_input_tokens_seen
+    metrics["train_tokens_per_second"] = tokens / max(metrics.get("train_runtime", 0), 1e-9)
+    metrics["train_padding_fraction"] = collator.padding_fraction
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    return metrics
 
 
 COMPARED = [
@@ -280,25 +262,9 @@ def format_comparison(eval_metrics: dict, baseline: dict) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(output_dir: Path, summary: dict, table: str) -> None:
-    model = summary["model"]
-    text = f"""---
-library_name: transformers
-tags: [behrt, ehr, medical, pretraining]
----
-# BEHRT pretrained with {summary['objective']}
-
-A `{model['class']}` ({model['parameters'] / 1e6:.2f}M parameters, preset `{model['preset']}`) trained with
-behrt_hf on {summary['data']['source']} ({summary['data']['train_patients']} training patients,
-vocabulary {summary['data']['vocab_size']} codes). Not for clinical use.
-
-## Evaluation ({summary['data']['eval_patients']} patients)
-
-```
-{table}
-```
-"""
-    (output_dir / "README.md").write_text(text)
+def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
+    """Parse `argv` (or one .json / .yaml file) and run."""
+    return run(*parse_args((ModelArguments, DataArguments, TrainingArguments), argv), callbacks=callbacks)
 
 
 def cli() -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from behrt_hf.hub import DEFAULT_IGNORE_PATTERNS, KINDS, push_folder_to_hub, read_summary
 
-from .common import parse_args
+from .arguments import parse_args
 
 logger = logging.getLogger("behrt_hf.push")
 

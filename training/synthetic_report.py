@@ -227,8 +227,9 @@ def print_report(splits: dict, out=print) -> dict:
 def save_figures(splits: dict, result: dict, output_dir: str) -> list:
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from behrt_hf.plotting import pyplot
+
+    plt = pyplot()
 
     os.makedirs(output_dir, exist_ok=True)
     paths = []
@@ -333,7 +334,7 @@ def run(args: ReportArguments) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """`behrt-synthetic-report`: parse the arguments (or one .json / .yaml file) and report."""
-    from behrt_hf.training.common import parse_args
+    from behrt_hf.training.arguments import parse_args
 
     (args,) = parse_args(ReportArguments, argv)
     run(args)

@@ -1,32 +1,26 @@
-"""Plumbing shared by the training scripts: arguments, logging, checkpoints, data, config overrides."""
+"""The start of a training run (logging, resuming, seeding) and the `Trainer` the scripts use."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import os
-import sys
 from pathlib import Path
 
 import datasets
 import transformers
 from torch.utils.data import SequentialSampler
-from transformers import HfArgumentParser, Trainer
+from transformers import Trainer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from behrt_hf import BehrtConfig
 
+def start_run(training_args, logger: logging.Logger) -> str | None:
+    """Steps 1-3 of a run (run_mlm.py's order): logging, the last checkpoint, the seed.
 
-def parse_args(dataclass_types, argv: list[str] | None = None):
-    """Command-line arguments, or a single .json / .yaml file holding them all."""
-    parser = HfArgumentParser(dataclass_types)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    Returns the checkpoint to resume from (None: a fresh run)."""
+    no_pinned_memory_on_cpu(training_args)
+    setup_logging(training_args, logger)
+    checkpoint = last_checkpoint(training_args, logger)
+    set_seed(training_args.seed)
+    return checkpoint
 
 
 def setup_logging(training_args, logger: logging.Logger) -> None:
@@ -59,39 +53,20 @@ def last_checkpoint(training_args, logger: logging.Logger) -> str | None:
     return checkpoint
 
 
-def load_cohort(data_args) -> datasets.DatasetDict:
-    """`--dataset_path` (a DatasetDict saved with save_to_disk) or the synthetic cohort `--synthetic`."""
-    if data_args.dataset_path:
-        return datasets.load_from_disk(data_args.dataset_path)
-    from behrt_hf import load_synthetic
-
-    return load_synthetic(data_args.synthetic, seed=data_args.data_seed_cohort, num_patients=data_args.num_patients)
-
-
-def parse_config_overrides(text: str | None) -> dict:
-    """'hidden_size=64,pooling=mean' -> typed keyword arguments of BehrtConfig."""
-    if not text:
-        return {}
-    fields = {f.name for f in dataclasses.fields(BehrtConfig)}
-    kwargs = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or key not in fields:
-            raise ValueError(f"config_overrides: {item!r} is not 'field=value' with a BehrtConfig field.")
-        try:
-            kwargs[key] = json.loads(value)
-        except json.JSONDecodeError:
-            kwargs[key] = value  # a bare string such as pooling=mean
-    return kwargs
-
-
 class BehrtTrainer(Trainer):
     """`Trainer` whose evaluation and prediction keep the dataset's order, and can take a training sampler.
 
     transformers 5 applies `train_sampling_strategy="group_by_length"` to evaluation too (a
     shuffled length-grouped sampler), so `predict(dataset).predictions[i]` is not patient `i`.
     Training batches stay length-grouped; evaluation is sequential (sharded by accelerate under DDP).
+
+    transformers has no public way to choose a sampler: `get_train_dataloader`, `get_eval_dataloader`
+    and `get_test_dataloader` are public but build their loader in the private `_get_dataloader`
+    (column removal, collator, worker seeding, accelerate's sharding), which an override would have
+    to copy. So the two private sampler hooks they call are overridden instead. Checked against
+    transformers 5.24 (setup.cfg allows >=5.0,<6); tests/test_finetune.py::
+    test_trainer_sampler_hooks_are_the_ones_transformers_calls fails when their signature or their
+    use changes.
     """
 
     def __init__(self, *args, train_sampler=None, **kwargs):
