@@ -1,7 +1,7 @@
 """Write a synthetic cohort as a MEDS dataset (https://github.com/Medical-Event-Data-Standard/meds).
 
-    behrt-synthetic-export --output_dir out/meds_small --synthetic small --seed 0
-    python -m behrt_hf.data_builders.meds_export --output_dir out/meds_tiny --synthetic tiny
+    behrt-synthetic-export --output_dir out/meds_small --synthetic small --seed 0   (behrt_hf.training.synthetic_export)
+    export_meds("out/meds_tiny", "tiny")
 
 Layout (validated with the ``meds`` package's schemas)::
 
@@ -28,7 +28,6 @@ import datetime as dt
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -211,50 +210,4 @@ def export_meds(
     return {"subjects": counts, "events": events, "files": files, "output_dir": output_dir}
 
 
-@dataclass
-class ExportArguments:
-    """Which synthetic cohort to write, and where."""
-
-    output_dir: str = field(metadata={"help": "Folder to write the MEDS dataset into (created; must be empty)."})
-    synthetic: str = field(default="small", metadata={"help": "The synthetic cohort's size preset.",
-                                                      "choices": list(CONFIG_SIZES)})
-    seed: int = field(default=0, metadata={"help": "The cohort's seed."})
-    num_patients: int | None = field(default=None, metadata={"help": "Override the preset's number of patients."})
-    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1], metadata={
-        "help": "Train, validation (MEDS tuning) and test (MEDS held_out) fractions."})
-    subjects_per_shard: int = field(default=10000, metadata={"help": "Subjects per data/<split>/<k>.parquet file."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace the contents of a non-empty output_dir."})
-
-    def __post_init__(self):
-        if len(self.split_fractions) != 3:
-            raise ValueError(f"--split_fractions takes three numbers (train validation test), got {self.split_fractions}")
-        if self.num_patients is not None and self.num_patients <= 0:  # export_meds reads 0 as "the preset's"
-            raise ValueError(f"--num_patients must be positive, got {self.num_patients}")
-
-
-def run(args: ExportArguments) -> dict:
-    """Export the cohort and print a one-line summary; returns `export_meds`' summary."""
-    summary = export_meds(args.output_dir, args.synthetic, args.seed, args.num_patients, tuple(args.split_fractions),
-                          args.subjects_per_shard, args.overwrite)
-    print(f"wrote {summary['events']:,} events for {sum(summary['subjects'].values()):,} subjects "
-          f"({', '.join(f'{k}={v}' for k, v in summary['subjects'].items())}) to {summary['output_dir']}")
-    return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`behrt-synthetic-export`: parse the arguments (or one .json / .yaml file) and export."""
-    from behrt_hf.training.common import parse_args
-
-    try:
-        (args,) = parse_args(ExportArguments, argv)
-        run(args)
-    except (ValueError, FileExistsError) as e:  # a bad option or a non-empty folder: the message, no traceback
-        raise SystemExit(f"behrt-synthetic-export: error: {e}") from None
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
-__all__ = ["ExportArguments", "codes_metadata", "export_meds", "main", "run"]
+__all__ = ["codes_metadata", "export_meds"]

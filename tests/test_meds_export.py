@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from behrt_hf.data_builders import meds_export as me
+from behrt_hf.training import synthetic_export
 from behrt_hf.data_builders import synthetic_ehr as se
 from behrt_hf.data_builders.synthetic import TASKS
 from behrt_hf.schema import MEDS_BIRTH_CODE, MEDS_GENDER_PREFIX, MEDS_SPLIT_NAMES, age_in_years
@@ -139,16 +140,16 @@ def test_refuses_to_overwrite_and_bad_input(exported, tmp_path):
 
 def test_cli(tmp_path, capsys):
     out = str(tmp_path / "cli")
-    assert me.main(["--output_dir", out, "--synthetic", "tiny", "--num_patients", "12", "--seed", "3"]) == 0
+    assert synthetic_export.main(["--output_dir", out, "--synthetic", "tiny", "--num_patients", "12", "--seed", "3"]) == 0
     assert "12 subjects" in capsys.readouterr().out
     ids = pq.read_table(os.path.join(out, "metadata", "subject_splits.parquet")).column("subject_id").to_pylist()
     assert sorted(ids) == list(range(12))
     with pytest.raises(SystemExit, match="is not empty"):
-        me.main(["--output_dir", out, "--synthetic", "tiny"])  # not empty, no --overwrite
-    assert me.main(["--output_dir", out, "--synthetic", "tiny", "--num_patients", "5", "--overwrite"]) == 0
+        synthetic_export.main(["--output_dir", out, "--synthetic", "tiny"])  # not empty, no --overwrite
+    assert synthetic_export.main(["--output_dir", out, "--synthetic", "tiny", "--num_patients", "5", "--overwrite"]) == 0
     assert "5 subjects" in capsys.readouterr().out
     for bad, message in ((["--split_fractions", "0.8", "0.2"], "three numbers"), (["--num_patients", "0"], "positive")):
         with pytest.raises(SystemExit, match=message):
-            me.main(["--output_dir", str(tmp_path / "other"), *bad])
+            synthetic_export.main(["--output_dir", str(tmp_path / "other"), *bad])
     with pytest.raises(SystemExit):  # argparse: not a preset
-        me.main(["--output_dir", str(tmp_path / "other"), "--synthetic", "huge"])
+        synthetic_export.main(["--output_dir", str(tmp_path / "other"), "--synthetic", "huge"])
