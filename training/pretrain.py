@@ -194,7 +194,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Tra
         trainer.save_metrics("eval", eval_metrics)
         print(format_comparison(eval_metrics, baseline), flush=True)
         summary = {
-            "objective": data_args.objective,
+            "objective": data_args.objective.value,
             "data": {"source": data_args.source, "train_patients": len(train_dataset),
                      "eval_patients": len(eval_dataset), "vocab_size": len(tokenizer),
                      "max_length": data_args.max_length},
