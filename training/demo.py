@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     print_results(args, pre, fine, reload_difference)
     print("plots: " + ", ".join(str(adapter / p) for p in ("roc.png", "pr.png", "calibration.png", "training_curves.png")))
     print(f"pretraining curves: {pretrained / 'training_curves.png'}")
-    print(f"ready to push: {card}  (behrt-push {card} --repo_id you/behrt-{args.task}-lora)")
+    print(f"ready to push: {card}  (behrt-push --folder {card} --repo_id you/behrt-{args.task}-lora)")
     return {"pretrain": pre, "finetune": fine, "reload_difference": reload_difference, "card_folder": str(card)}
 
 
