@@ -23,8 +23,9 @@ Only the inputs need gradients: the model stays in eval mode and its parameters 
 adapter are explained alike, on CPU or an accelerator.
 
 `attribution_hit_rate` is the sanity check on a synthetic task whose hazard inputs are known: how
-often a code that drives the oracle (`oracle_codes`) ranks among a patient's top-k attributions,
-beside the rate a random ranking of the same codes gets.
+often a code that drives the oracle (`oracle_codes`) ranks among a patient's top-k distinct codes
+(scores summed over a code's occurrences), beside the rate a random ranking of the same codes gets
+and a model-free control (ranking codes by how often they are recorded).
 
     explanation = explain_prediction(model, tokenizer, patient, task="fall_1y")
     plot_explanation(explanation, "explanation_17.png"); explanation.to_json("explanation_17.json")
@@ -84,6 +85,17 @@ class VisitScore:
     rollout: float
 
 
+@dataclass(frozen=True)
+class CodeTotal:
+    """A code's totals over its occurrences in the input: the per-code scores."""
+
+    code: str
+    occurrences: int
+    attribution: float
+    abs_attribution: float
+    rollout: float
+
+
 @dataclass
 class Explanation:
     """What drives one prediction: per-code and per-visit scores, the prediction, label and oracle.
@@ -111,8 +123,19 @@ class Explanation:
         """The `k` code tokens with the largest `by` (`abs_attribution`, `attribution` or `rollout`)."""
         return sorted(self.codes, key=lambda c: getattr(c, by), reverse=True)[:k]
 
+    def code_totals(self) -> list[CodeTotal]:
+        """Each distinct code's summed attribution and rollout, in the order the codes first appear."""
+        members: dict[str, list[CodeScore]] = {}
+        for c in self.codes:
+            members.setdefault(c.code, []).append(c)
+        totals = []
+        for code, scores in members.items():
+            attribution = sum(c.attribution for c in scores)
+            totals.append(CodeTotal(code, len(scores), attribution, abs(attribution), sum(c.rollout for c in scores)))
+        return totals
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "code_totals": [dataclasses.asdict(t) for t in self.code_totals()]}
 
     def to_json(self, path: str | Path) -> Path:
         """Per-code and per-visit scores as JSON (patient-level: `*explanation*` files are never pushed)."""
@@ -304,13 +327,22 @@ def chance_of_hit(num_codes: int, num_drivers: int, k: int) -> float:
     return 1.0 - math.comb(num_codes - num_drivers, k) / math.comb(num_codes, k)
 
 
+RANKINGS = {  # how a patient's distinct codes are ranked: name -> score of a CodeTotal (larger ranks higher)
+    "attribution": lambda t: t.abs_attribution,  # |summed attribution|: moves the prediction most, either way
+    "positive_attribution": lambda t: t.attribution,  # raises the probability most (hazard inputs only raise it)
+    "rollout": lambda t: t.rollout,
+    "occurrences": lambda t: t.occurrences,  # a control: how often the code is recorded, no model at all
+}
+
+
 @dataclass
 class HitRate:
-    """How often a driving code is among a patient's top-k codes, by |attribution| and by rollout,
-    beside chance (a random ranking of the same patient's code tokens, computed exactly).
+    """How often a driving code is among a patient's top-k distinct codes, by each of `RANKINGS`,
+    beside chance: a random ranking of the same patient's distinct codes, computed exactly.
 
-    `patients` counts the explained patients whose input holds a driving code (the others,
-    `without_drivers`, cannot hit and are left out); `curves` holds the rates at k = 1, 2, ...
+    A code's score sums its occurrences (`Explanation.code_totals`). `patients` counts the explained
+    patients whose input holds a driving code (the others, `without_drivers`, cannot hit and are
+    left out); `curves` holds each ranking's rate (and chance) at k = 1, 2, ...
     """
 
     task: str
@@ -319,7 +351,9 @@ class HitRate:
     patients: int
     without_drivers: int
     attribution: float
+    positive_attribution: float
     rollout: float
+    occurrences: float
     chance: float
     curves: dict[str, list[float]]
     seconds: float
@@ -333,27 +367,27 @@ def attribution_hit_rate(
     model, tokenizer, patients: Iterable[Mapping[str, Any]], task: Task | str, drivers: Iterable[str] | None = None,
     *, k: int = 5, max_k: int = 10, method: str = "grad_x_input", steps: int = 32, max_length: int | None = None,
 ) -> HitRate:
-    """The hit rate at `k` (and the curve up to `max_k`) over `patients`, each eligible for `task`.
+    """The hit rate at `k` (and the curves up to `max_k`) over `patients`, each eligible for `task`.
 
-    A patient hits when one of its code tokens whose code is in `drivers` (default: the synthetic
-    task's `oracle_codes`) ranks among its `k` largest |attributions| (or rollout scores).
+    A patient hits when one of its codes in `drivers` (default: the synthetic task's `oracle_codes`)
+    ranks among its `k` top distinct codes. Ties keep the order of first appearance (model-free).
     """
     import time
 
     task = Task(task) if isinstance(task, str) else task
     drivers = oracle_codes(task.name) if drivers is None else frozenset(drivers)
     started = time.perf_counter()
-    best_rank = {"attribution": [], "rollout": []}  # 0-based rank of each patient's best-ranked driver
-    sizes, without = [], 0  # (code tokens, driver tokens) per patient
+    best_rank = {name: [] for name in RANKINGS}  # 0-based rank of each patient's best-ranked driver
+    sizes, without = [], 0  # (distinct codes, driving codes among them) per patient
     for patient in patients:
-        explanation = explain_prediction(model, tokenizer, patient, task=task, method=method, steps=steps,
-                                         max_length=max_length)
-        is_driver = np.array([c.code in drivers for c in explanation.codes], dtype=bool)
+        totals = explain_prediction(model, tokenizer, patient, task=task, method=method, steps=steps,
+                                    max_length=max_length).code_totals()
+        is_driver = np.array([t.code in drivers for t in totals], dtype=bool)
         if not is_driver.any():
             without += 1
             continue
-        for name, score in (("attribution", "abs_attribution"), ("rollout", "rollout")):
-            order = np.argsort([-getattr(c, score) for c in explanation.codes], kind="stable")
+        for name, score in RANKINGS.items():
+            order = np.argsort([-score(t) for t in totals], kind="stable")
             best_rank[name].append(int(np.flatnonzero(is_driver[order])[0]))
         sizes.append((len(is_driver), int(is_driver.sum())))
     if not sizes:
@@ -363,8 +397,8 @@ def attribution_hit_rate(
     curves["chance"] = [float(np.mean([chance_of_hit(n, d, j) for n, d in sizes])) for j in ks]
     return HitRate(
         task=task.name, method=method, k=k, patients=len(sizes), without_drivers=without,
-        attribution=curves["attribution"][k - 1], rollout=curves["rollout"][k - 1], chance=curves["chance"][k - 1],
-        curves=curves, seconds=time.perf_counter() - started,
+        **{name: curve[k - 1] for name, curve in curves.items()}, curves=curves,
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -373,7 +407,7 @@ def attribution_hit_rate(
 
 def plot_explanation(explanation: Explanation, path: str | Path, top_k: int = 8, max_rows: int = 18,
                      descriptions: Mapping[str, str] | None = None) -> Path:
-    """A timeline PNG: one row per code (the `max_rows - 1` with the largest |attribution|, the rest
+    """A timeline PNG: one row per code (the `max_rows - 1` of largest |summed attribution|, the rest
     on one row), a mark per occurrence at its visit's time, sized by |attribution| and coloured by its
     sign; the `top_k` marks numbered; below, each visit's total attribution and rollout share."""
     from .plotting import pyplot
@@ -381,7 +415,7 @@ def plot_explanation(explanation: Explanation, path: str | Path, top_k: int = 8,
     plt = pyplot()
     codes = explanation.codes
     x_of = _time_axis(codes)
-    ranked = sorted({c.code for c in codes}, key=lambda code: -max(c.abs_attribution for c in codes if c.code == code))
+    ranked = [t.code for t in sorted(explanation.code_totals(), key=lambda t: -t.abs_attribution)]
     named = ranked[: max_rows - 1] if len(ranked) > max_rows else ranked
     rows = {code: i for i, code in enumerate(named)}
     other = len(named)
@@ -428,19 +462,22 @@ def plot_explanation(explanation: Explanation, path: str | Path, top_k: int = 8,
 
 
 def plot_hit_rate(hit_rate: HitRate, path: str | Path) -> Path:
-    """Hit rate at k = 1..max_k by |attribution|, by attention rollout and by chance."""
+    """Hit rate at k = 1..max_k by each ranking of `RANKINGS` and by chance."""
     from .plotting import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     ks = range(1, len(hit_rate.curves["chance"]) + 1)
-    names = {"attribution": hit_rate.method.replace("_", " "), "rollout": "attention rollout",
+    method = hit_rate.method.replace("_", " ")
+    names = {"attribution": f"|{method}|", "positive_attribution": f"{method}, largest positive",
+             "rollout": "attention rollout", "occurrences": "most recorded (no model)",
              "chance": "chance (random ranking)"}
     for key, name in names.items():
-        style = {"color": "grey", "linestyle": ":"} if key == "chance" else {"marker": "o", "markersize": 3}
-        ax.plot(ks, hit_rate.curves[key], label=f"{name} ({hit_rate.curves[key][hit_rate.k - 1]:.2f} at k={hit_rate.k})",
+        style = ({"color": "grey", "linestyle": ":" if key == "chance" else "--"} if key in ("chance", "occurrences")
+                 else {"marker": "o", "markersize": 3})
+        ax.plot(ks, hit_rate.curves[key], label=f"{name}: {hit_rate.curves[key][hit_rate.k - 1]:.2f} at k={hit_rate.k}",
                 **style)
-    ax.set(xlabel="k (top codes of a patient)", ylabel="patients with a driving code in the top k", ylim=(0, 1.02),
+    ax.set(xlabel="k (a patient's top distinct codes)", ylabel="patients with a driving code in the top k", ylim=(0, 1.02),
            title=f"{hit_rate.task}: codes that drive the oracle\n({hit_rate.patients} patients with one in their input)")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="lower right")
@@ -479,7 +516,7 @@ def _title(e: Explanation) -> str:
 
 
 __all__ = [
-    "BASELINE", "METHODS", "CodeScore", "Explanation", "HitRate", "VisitScore", "attention_rollout",
+    "BASELINE", "METHODS", "RANKINGS", "CodeScore", "CodeTotal", "Explanation", "HitRate", "VisitScore", "attention_rollout",
     "attribution_hit_rate", "chance_of_hit", "explain_prediction", "oracle_codes", "plot_explanation",
     "plot_hit_rate",
 ]

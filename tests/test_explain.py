@@ -121,6 +121,10 @@ def test_nothing_after_the_index_visit_is_explained(cohort, trained):
         cut = dict(patient, visits=patient["visits"][: e.index_visit + 1])
         assert explain_prediction(model, tokenizer, cut, task=TASK).codes == e.codes
         assert e.label == 1 and e.oracle == 1.0 and e.probability == pytest.approx(1 / (1 + np.exp(-e.logit)))
+        totals = {t.code: t for t in e.code_totals()}
+        assert list(totals) == list(dict.fromkeys(recorded)) and totals[MARKER].occurrences == recorded.count(MARKER)
+        assert totals[MARKER].attribution == pytest.approx(sum(c.attribution for c in e.codes if c.code == MARKER))
+        assert sum(v.num_codes for v in e.visits) == len(recorded)
 
 
 def test_the_model_is_left_as_it_was(cohort, trained):

@@ -9,8 +9,8 @@
 loads one to evaluate it). Each explained patient's input is cut at the task's index visit as in
 fine-tuning. Writes `explanation_<patient>.png` / `.json` per patient (patient-level files, never
 pushed) and, with `--hit_rate_patients N`, `explanation_hit_rate.png` / `.json`: over the first N
-eligible patients, how often a code that drives a synthetic task's oracle ranks among the top
-`--top_k` attributions, beside chance. The library is `behrt_hf.explain`.
+eligible patients, how often a code that drives a synthetic task's oracle ranks among a patient's
+top `--top_k` distinct codes, beside chance. The library is `behrt_hf.explain`.
 """
 
 from __future__ import annotations
@@ -99,8 +99,9 @@ def run(args: ExplainArguments) -> dict:
         written["hit_rate"] = str(plot_hit_rate(hit_rate, output_dir / "explanation_hit_rate.png"))
         written["hit_rate_values"] = hit_rate
         print(f"hit rate at k={hit_rate.k} over {hit_rate.patients} patients with a driving code "
-              f"({hit_rate.without_drivers} without): {hit_rate.method} {hit_rate.attribution:.3f}, "
-              f"attention rollout {hit_rate.rollout:.3f}, chance {hit_rate.chance:.3f} ({hit_rate.seconds:.1f}s)")
+              f"({hit_rate.without_drivers} without; {hit_rate.seconds:.1f}s): |{hit_rate.method}| "
+              f"{hit_rate.attribution:.3f}, largest positive {hit_rate.positive_attribution:.3f}, attention rollout "
+              f"{hit_rate.rollout:.3f}, most recorded (no model) {hit_rate.occurrences:.3f}, chance {hit_rate.chance:.3f}")
     return written
 
 
