@@ -406,10 +406,11 @@ def attribution_hit_rate(
 
 
 def plot_explanation(explanation: Explanation, path: str | Path, top_k: int = 8, max_rows: int = 18,
-                     descriptions: Mapping[str, str] | None = None) -> Path:
+                     descriptions: Mapping[str, str] | None = None, highlight: Iterable[str] = ()) -> Path:
     """A timeline PNG: one row per code (the `max_rows - 1` of largest |summed attribution|, the rest
     on one row), a mark per occurrence at its visit's time, sized by |attribution| and coloured by its
-    sign; the `top_k` marks numbered; below, each visit's total attribution and rollout share."""
+    sign; the `top_k` marks numbered; below, each visit's total attribution and rollout share.
+    `descriptions` (code -> text) label the rows; rows of `highlight` codes (e.g. `oracle_codes`) are bold."""
     from .plotting import pyplot
 
     plt = pyplot()
@@ -436,6 +437,10 @@ def plot_explanation(explanation: Explanation, path: str | Path, top_k: int = 8,
     if len(ranked) > len(named):
         labels.append(f"{len(ranked) - len(named)} other codes")
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    highlight = set(highlight)
+    for tick, code in zip(ax.get_yticklabels(), named):
+        if code in highlight:
+            tick.set_fontweight("bold")
     ax.set_ylim(len(labels) - 0.5, -0.5)
     ax.grid(axis="y", color="0.92", zorder=0)
     fig.colorbar(marks, ax=ax, pad=0.01, fraction=0.03).set_label("attribution (log-odds)", fontsize=8)

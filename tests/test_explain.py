@@ -240,5 +240,6 @@ def test_plot_without_dates_uses_ages(cohort, trained, tmp_path):
     patient = dict(patient, visits=[dict(v, time=None) for v in patient["visits"]])
     e = explain_prediction(model, tokenizer, patient, task=TASK)
     assert all(c.time is None for c in e.codes)
-    path = plot_explanation(e, tmp_path / "explanation.png", descriptions={MARKER: "the planted marker"})
+    path = plot_explanation(e, tmp_path / "explanation.png", descriptions={MARKER: "the planted marker"},
+                            highlight={MARKER})
     assert path.stat().st_size > 10_000

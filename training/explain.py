@@ -52,8 +52,9 @@ class ExplainArguments(CohortArguments):
     top_k: int = field(default=5, metadata={"help": "Top codes printed and numbered; k of the hit rate."})
     hit_rate_patients: int = field(default=0, metadata={"help": "Sanity check over the first N eligible patients "
                                                                 "(a synthetic task's oracle codes); 0: skip."})
-    driver_codes: str | None = field(default=None, metadata={"help": "Comma-separated codes the hit rate looks "
-                                                                     "for (default: the synthetic task's oracle codes)."})
+    driver_codes: str | None = field(default=None, metadata={"help": "Comma-separated codes that drive the task: "
+                                                                     "the hit rate's targets, bold in the plots "
+                                                                     "(default: a synthetic task's oracle codes)."})
     use_cpu: bool = field(default=False, metadata={"help": "Stay on the CPU even if an accelerator is present."})
 
     def __post_init__(self):
@@ -82,18 +83,22 @@ def run(args: ExplainArguments) -> dict:
     model.to(device)
     explain = dict(method=args.method, steps=args.steps, max_length=args.max_length)
     descriptions = code_descriptions(args)
+    drivers = comma_list(args.driver_codes) if args.driver_codes else known_drivers(task.name)
+    if args.hit_rate_patients and not drivers:
+        raise ValueError(f"--hit_rate_patients: {task.name!r} is not a synthetic task, so its driving codes are "
+                         "unknown here; name them with --driver_codes.")
 
     written = {"explanations": []}
     for patient in chosen_patients(eligible, args):
         explanation = explain_prediction(model, tokenizer, patient, task=task, **explain)
         stem = output_dir / f"explanation_{safe_name(explanation.patient_id)}"
-        plot_explanation(explanation, stem.with_suffix(".png"), top_k=args.top_k, descriptions=descriptions)
+        plot_explanation(explanation, stem.with_suffix(".png"), top_k=args.top_k, descriptions=descriptions,
+                         highlight=drivers or ())
         explanation.to_json(stem.with_suffix(".json"))
         written["explanations"].append(str(stem.with_suffix(".png")))
         print(format_explanation(explanation, args.top_k, descriptions))
     if args.hit_rate_patients:
         patients = eligible.select(range(min(args.hit_rate_patients, len(eligible))))
-        drivers = comma_list(args.driver_codes) if args.driver_codes else oracle_codes(task.name)
         hit_rate = attribution_hit_rate(model, tokenizer, patients, task, drivers, k=args.top_k, **explain)
         hit_rate.to_json(output_dir / "explanation_hit_rate.json")
         written["hit_rate"] = str(plot_hit_rate(hit_rate, output_dir / "explanation_hit_rate.png"))
@@ -123,6 +128,14 @@ def code_descriptions(args: ExplainArguments) -> dict | None:
     from behrt_hf.data_builders.synthetic.codes import code_table
 
     return code_table()
+
+
+def known_drivers(task: str) -> frozenset[str] | None:
+    """A synthetic task's oracle codes (bold in the plots, the hit rate's targets); None for other tasks."""
+    try:
+        return oracle_codes(task)
+    except ValueError:
+        return None
 
 
 def safe_name(patient_id: str) -> str:
