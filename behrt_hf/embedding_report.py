@@ -244,7 +244,7 @@ def map_2d(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     if method == "umap":
         import umap
 
-        return umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit_transform(x)
+        return umap.UMAP(n_components=2, metric="cosine", random_state=seed, n_jobs=1).fit_transform(x)
     from sklearn.manifold import TSNE
 
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
