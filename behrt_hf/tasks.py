@@ -179,22 +179,15 @@ class LabelKind:
                              f"found {list(classes)}.")
         return cls(value_column, classes)
 
-    @classmethod
-    def of_config(cls, config) -> LabelKind:
-        """The kind a trained classifier was fine-tuned for (saved in its config as `label_kind`)."""
-        saved = getattr(config, "label_kind", None) or {}
-        return cls(saved.get("value_column", "boolean_value"), tuple(saved.get("classes", ())))
-
     def head(self) -> dict:
-        """`BehrtConfig` fields of the matching classification head (and `label_kind`, saved with it)."""
-        kind = {"label_kind": {"value_column": self.value_column, "classes": list(self.classes)}}
+        """`BehrtConfig` fields of the matching classification head."""
         if self.problem == "binary":
-            return dict(num_labels=1, problem_type="multi_label_classification", **kind)
+            return dict(num_labels=1, problem_type="multi_label_classification")
         if self.problem == "regression":
-            return dict(num_labels=1, problem_type="regression", **kind)
+            return dict(num_labels=1, problem_type="regression")
         return dict(num_labels=len(self.classes), problem_type="single_label_classification",
                     id2label={i: str(c) for i, c in enumerate(self.classes)},
-                    label2id={str(c): i for i, c in enumerate(self.classes)}, **kind)
+                    label2id={str(c): i for i, c in enumerate(self.classes)})
 
     def targets(self, values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(model targets, usable mask): 0/1 int64, class index int64 (-1: a class unseen in training)
@@ -309,6 +302,69 @@ def encode_sample_batch(batch: pa.Table, patients: datasets.Dataset, tokenizer, 
         if name != "patient_index":
             encoded = encoded.append_column(name, batch.column(name))
     return encoded
+
+
+LABEL_KIND_FILE = "label_kind.json"
+
+
+def save_label_kind(folder: str | Path, kind: LabelKind) -> None:
+    """Write what a fine-tuned model predicts (`label_kind.json`) beside it, for `behrt-predict`."""
+    Path(folder, LABEL_KIND_FILE).write_text(json.dumps({"value_column": kind.value_column,
+                                                         "classes": list(kind.classes)}))
+
+
+def load_label_kind(folder: str | Path) -> LabelKind | None:
+    """The `LabelKind` saved beside a fine-tuned model (a local folder); None when there is none."""
+    path = Path(folder, LABEL_KIND_FILE)
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return LabelKind(saved["value_column"], tuple(saved.get("classes", ())))
+
+
+def require_both_classes(labels, kind: LabelKind, task: str, split_name: str) -> None:
+    """Fail before training when a classification split cannot be scored (AUROC needs two classes)."""
+    labels = np.asarray(labels)
+    if kind.problem != "regression" and len(np.unique(labels)) < 2:
+        raise ValueError(f"Task {task!r}: the {split_name} split has {len(labels)} samples, all of class "
+                         f"{labels[0] if len(labels) else None}, so AUROC cannot be computed on it.")
+
+
+def score(kind: LabelKind, logits: np.ndarray, labels: np.ndarray, logit_shift: float = 0.0) -> dict:
+    """The metrics of one split: binary (AUROC, AUPRC, Brier), multiclass (accuracy, macro one-vs-rest
+    AUROC), regression (MSE, MAE, R2)."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
+
+    logits = np.asarray(logits, dtype=np.float64)
+    if kind.problem == "binary":
+        return compute_binary_metrics(sigmoid(logits.reshape(-1) + logit_shift), labels)
+    if kind.problem == "regression":
+        predicted = logits.reshape(-1)
+        return {"mse": float(mean_squared_error(labels, predicted)), "mae": float(mean_absolute_error(labels, predicted)),
+                "r2": float(r2_score(labels, predicted))}
+    probabilities = softmax(logits)
+    metrics = {"accuracy": float(np.mean(probabilities.argmax(1) == labels))}
+    present = np.unique(labels)
+    if len(present) == probabilities.shape[1]:
+        metrics["auroc_macro"] = float(roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"))
+    return metrics
+
+
+def softmax(logits) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    exp = np.exp(logits - logits.max(1, keepdims=True))
+    return exp / exp.sum(1, keepdims=True)
+
+
+def score_compute_metrics(eval_pred, kind: LabelKind = LabelKind(), logit_shift: float = 0.0) -> dict:
+    """A Trainer's compute_metrics for any label kind (`score`)."""
+    return score(kind, eval_pred.predictions, np.asarray(eval_pred.label_ids), logit_shift)
+
+
+def report_scores(trainer, splits: Mapping[str, datasets.Dataset], kind: LabelKind) -> dict:
+    """Multiclass / regression: predict every encoded split and score it (binary: `report_splits`)."""
+    return {name: {"model": score(kind, trainer.predict(dataset).predictions, np.asarray(dataset["labels"]))}
+            for name, dataset in splits.items()}
 
 
 # --- class imbalance and recalibration ---------------------------------------------------------
@@ -438,7 +494,8 @@ def format_report(report: dict, task: str) -> str:
 
 __all__ = [
     "CLASS_IMBALANCE", "ClassBalance", "LabelKind", "SAMPLE_COLUMNS", "Task", "encode_sample_batch", "encode_samples",
-    "join_labels", "balanced_sampler", "binary_compute_metrics", "format_report",
+    "join_labels", "load_label_kind", "report_scores", "require_both_classes", "save_label_kind", "score",
+    "score_compute_metrics", "softmax", "balanced_sampler", "binary_compute_metrics", "format_report",
     "imbalance_logit_shift", "label_subset", "report_splits", "shift_classifier_bias", "summarize",
     "write_predictions",
 ]
