@@ -1,6 +1,6 @@
 """Figures for the README: behrt-predict label rows/s beside the model's own forward rate, and the data.
 
-    python tests/measure_predict_speed.py prepare OUT [--rows_per_patient 12] [--preset small]
+    python tests/measure_predict_speed.py prepare OUT [ROWS_PER_PATIENT]        # e.g. /tmp/pm 120
     /usr/bin/time -v behrt-predict --model_name_or_path OUT/model_small --dataset_path OUT/data \
         --labels_dir OUT/labels.parquet --split all --output_dir OUT/pred_small --device cpu
 
