@@ -8,7 +8,7 @@ import pytest
 import torch
 from peft import AutoPeftModelForSequenceClassification, PeftModel
 
-from behrt_hf import BehrtConfig, BehrtForPreTraining, BehrtForSequenceClassification, BehrtTokenizerFast, patient_features
+from behrt_hf import BehrtConfig, BehrtForMaskedLM, BehrtForPreTraining, BehrtForSequenceClassification, BehrtTokenizerFast, patient_features
 from behrt_hf.data_collator import DataCollatorForBehrt
 from behrt_hf.tasks import Task, shift_classifier_bias
 from behrt_hf.training import finetune
@@ -179,6 +179,35 @@ def test_lora_adapter_is_small_and_reloads_identically(task_cohort, pretrained, 
     merged = peft_model.merge_and_unload()
     assert type(merged) is BehrtForSequenceClassification
     torch.testing.assert_close(probabilities(merged), reloaded, atol=1e-5, rtol=1e-5)
+
+
+def test_lora_on_a_masked_lm_base_saves_its_new_pooler(task_cohort, tmp_path):
+    """A masked-LM checkpoint has no pooler: the fresh one is trained in full and saved with the adapter,
+    so the adapter reproduces its predictions whatever the random state at reload."""
+    path, splits = task_cohort
+    base = tmp_path / "mlm"
+    tokenizer = BehrtTokenizerFast.build_vocab(splits["train"], model_max_length=64)
+    config = BehrtConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=37, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BehrtForMaskedLM(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    out = tmp_path / "lora"
+    run(path, out, "--mode", "lora", "--model_name_or_path", str(base), "--max_steps", "4", "--learning_rate", "1e-2")
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert "pooler" in adapter_config["modules_to_save"]
+
+    task = Task("demo")
+    test = task.encode(task.eligible(datasets.load_from_disk(path)["test"]), tokenizer, max_length=64)
+    batch = DataCollatorForBehrt(tokenizer.pad_token_id)([test[i] for i in range(8)])
+    batch.pop("labels")
+    saved = torch.tensor(json.loads((out / "predictions_test.json").read_text())["probability"][:8])
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = AutoPeftModelForSequenceClassification.from_pretrained(out, num_labels=1).eval()
+        with torch.no_grad():
+            reloaded = torch.sigmoid(model(**batch).logits).reshape(-1)
+        torch.testing.assert_close(reloaded, saved.to(reloaded.dtype), atol=1e-5, rtol=1e-5)
 
 
 def test_a_saved_adapter_is_evaluated_and_trained_further_as_it_is(task_cohort, pretrained, tmp_path):

@@ -320,10 +320,13 @@ def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float
     source = model_args.model_name_or_path
     if source and find_adapter_config_file(source):
         return load_adapter(model_args, tokenizer, head, trainable)
+    untrained_pooler = False
     if source:
-        model = BehrtForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, **head
+        model, loading = BehrtForSequenceClassification.from_pretrained(
+            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation,
+            output_loading_info=True, **head
         )
+        untrained_pooler = any(key.startswith("behrt.pooler.") for key in loading["missing_keys"])
     else:
         config = BehrtConfig.from_preset(
             model_args.preset, vocab_size=len(tokenizer), age_unit=tokenizer.age_unit, max_age=tokenizer.max_age,
@@ -338,10 +341,15 @@ def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float
     if model_args.mode == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
+        modules_to_save, excluded = model_args.modules_to_save, None
+        if untrained_pooler:  # freshly initialised (a masked-LM base has none): part of the head, saved with it
+            modules_to_save, excluded = [*modules_to_save, "pooler"], ["pooler.dense"]
+            logger.warning("%s has no trained pooler: the new pooler is trained in full and saved with the "
+                           "adapter", source)
         lora = LoraConfig(
             task_type=TaskType.SEQ_CLS, r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
             lora_dropout=model_args.lora_dropout, target_modules=model_args.target_modules,
-            modules_to_save=model_args.modules_to_save,
+            modules_to_save=modules_to_save, exclude_modules=excluded,
         )
         model = get_peft_model(model, lora)
     elif model_args.mode in ("probe", "two_stage"):
