@@ -21,7 +21,7 @@ visit's time (every event of that visit may be used, none later) and ``boolean_v
 ``label_<task>``. Label files allow no extra columns, so the oracle (``oracle_<task>``, the label's
 Bayes-optimal probability given that history) lives outside the labels folder, as a file
 meds-evaluation can score directly: ``subject_id, prediction_time, boolean_value,
-predicted_boolean_value (oracle >= 0.5), predicted_boolean_probability (oracle)``, the same rows as
+predicted_boolean_value (oracle >= 0.5), predicted_boolean_probability (oracle, float64)``, the same rows as
 ``labels/<task>/<split>/0.parquet``. ``meds-evaluation-cli predictions_path=<out>/oracle/<task>/held_out.parquet
 output_file=oracle.json`` gives the best score any model can reach on the held-out label rows; join a
 model's ``predictions.parquet`` on (subject_id, prediction_time) to compare row by row.
@@ -155,8 +155,10 @@ class _TaskRows:
         })
 
     def oracle_table(self) -> pa.Table:
-        """The same rows scored by the oracle, in meds-evaluation's prediction columns and dtypes."""
-        probability = pa.array(self.oracle, pa.float32())
+        """The same rows scored by the oracle, in meds-evaluation's prediction columns. The probability is
+        the generator's float32 widened to float64 (exact): meds-evaluation 0.0.3, which MEDS-DEV pins,
+        accepts only float64 there; 0.0.4+ casts it to float32."""
+        probability = pa.array(self.oracle, pa.float32()).cast(pa.float64())
         return self.labels_table().append_column(
             "predicted_boolean_value", pc.greater_equal(probability, 0.5)
         ).append_column("predicted_boolean_probability", probability)

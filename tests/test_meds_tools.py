@@ -253,6 +253,8 @@ def meds_dev_run(meds_root, tmp_path_factory):
 def test_meds_dev_demo_run_predicts_every_held_out_label_row(meds_dev_run, meds_root):
     table = pq.read_table(meds_dev_run)
     assert table.column_names == PREDICTION_COLUMNS
+    # meds-evaluation 0.0.3 (MEDS-DEV's pin) accepts only a float64 probability; 0.0.4+ casts it to float32
+    assert table.schema.field("predicted_boolean_probability").type == pa.float64()
     labels = pq.read_table(meds_root / "labels" / "fall_1y" / "held_out" / "0.parquet")
     key = lambda t: sorted(zip(t["subject_id"].to_pylist(), t["prediction_time"].to_pylist(), t["boolean_value"].to_pylist()))
     assert key(table) == key(labels)
