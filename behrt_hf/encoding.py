@@ -437,6 +437,147 @@ def mask_codes(
     return masked, labels
 
 
+# --- the cut at a prediction time: the one way an input is limited to the past --------------------
+
+
+def _as_int64_times(times, like: pa.DataType) -> np.ndarray:
+    """Prediction times as int64 in the unit of the visit times (`like`): timestamps of any unit or
+    integers (for integer visit times)."""
+    if not isinstance(times, (pa.Array, pa.ChunkedArray)):
+        times = pa.array(times) if len(times) else pa.array([], like)
+    if pa.types.is_timestamp(like) and pa.types.is_timestamp(times.type):
+        times = times.cast(like)
+    elif pa.types.is_timestamp(like) != pa.types.is_timestamp(times.type):
+        raise TypeError(f"prediction times of type {times.type} cannot be compared with visit times of type {like}")
+    if times.null_count:
+        raise ValueError("a prediction time is null")
+    return times.cast(pa.int64()).to_numpy(zero_copy_only=False)
+
+
+@dataclass
+class _EventTimes:
+    """The visits of an Arrow patient batch flattened, with every code's own time (int64)."""
+
+    flat: pa.StructArray  # (V,) visits
+    visits_per_patient: np.ndarray  # (P,)
+    patient_of_visit: np.ndarray  # (V,)
+    visit_time: np.ndarray  # (V,) int64
+    codes_per_visit: np.ndarray  # (V,)
+    visit_of_code: np.ndarray  # (C,)
+    code_time: np.ndarray  # (C,) int64: code_times[j], else the visit's time
+    time_type: pa.DataType
+
+    @classmethod
+    def of(cls, table: pa.Table | pa.RecordBatch) -> "_EventTimes":
+        visits = table.column("visits")
+        if isinstance(visits, pa.ChunkedArray):
+            visits = visits.combine_chunks()
+        n = len(visits)
+        ids = table.column("patient_id") if "patient_id" in table.column_names else None
+        name = lambda p: repr(ids[p].as_py()) if ids is not None else f"#{p}"  # noqa: E731
+        nv = pc.list_value_length(visits).fill_null(0).to_numpy().astype(np.int64)
+        flat = pc.list_flatten(visits)
+        fields = {flat.type.field(i).name for i in range(flat.type.num_fields)}
+        patient_of_visit = np.repeat(np.arange(n), nv)
+        if "time" not in fields:
+            raise PatientValidationError("visits have no 'time': a cut at a prediction time needs visit times")
+        time = pc.struct_field(flat, "time")
+        if time.null_count:
+            p = int(patient_of_visit[np.flatnonzero(time.is_null().to_numpy(zero_copy_only=False))[0]])
+            raise PatientValidationError(f"patient {name(p)}: a visit has no time, so it cannot be cut at a prediction time")
+        visit_time = time.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        nc = pc.list_value_length(pc.struct_field(flat, "codes")).fill_null(0).to_numpy().astype(np.int64)
+        visit_of_code = np.repeat(np.arange(len(nc)), nc)
+        code_time = visit_time[visit_of_code]
+        if "code_times" in fields:
+            code_times = pc.struct_field(flat, "code_times")
+            has = code_times.is_valid().to_numpy(zero_copy_only=False)
+            lengths = pc.list_value_length(code_times).fill_null(0).to_numpy()
+            wrong = has & (lengths != nc)
+            if wrong.any():
+                v = int(np.flatnonzero(wrong)[0])
+                raise PatientValidationError(f"patient {name(int(patient_of_visit[v]))}: a visit has {nc[v]} codes but "
+                                             f"{lengths[v]} code_times")
+            own = pc.list_flatten(code_times).cast(time.type)  # the entries of the non-null lists, in order
+            values = own.cast(pa.int64()).to_numpy(zero_copy_only=False)
+            timed = np.repeat(has, nc)
+            code_time = code_time.copy()
+            code_time[timed] = np.where(own.is_null().to_numpy(zero_copy_only=False), code_time[timed], values)
+        return cls(flat, nv, patient_of_visit, visit_time, nc, visit_of_code, code_time, time.type)
+
+    def kept_codes(self, prediction_times) -> np.ndarray:
+        """(C,) mask: the code's visit began and the code itself happened at or before its patient's
+        prediction time (MEDS: `time <= prediction_time` may be used)."""
+        limit = _as_int64_times(prediction_times, self.time_type)[self.patient_of_visit][self.visit_of_code]
+        return (self.visit_time[self.visit_of_code] <= limit) & (self.code_time <= limit)
+
+
+def first_event_times(table: pa.Table | pa.RecordBatch) -> pa.Array:
+    """Per patient, the earliest prediction time that leaves an input: the earliest time at which
+    one of its codes is known (its own time, or its visit's if later). Null for a patient without codes."""
+    events = _EventTimes.of(table)
+    known = np.maximum(events.code_time, events.visit_time[events.visit_of_code])
+    patient = events.patient_of_visit[events.visit_of_code]
+    first = np.full(len(events.visits_per_patient), np.iinfo(np.int64).max)
+    np.minimum.at(first, patient, known)
+    return pa.array(first, mask=first == np.iinfo(np.int64).max).cast(events.time_type)
+
+
+def cut_at_times(table: pa.Table | pa.RecordBatch, prediction_times) -> pa.Table:
+    """Each patient's history as known at its prediction time (a patient-schema Arrow table).
+
+    A code stays when its visit began at or before `prediction_times[i]` and its own time (its
+    `code_times` entry; without one, its visit's time) is at or before it too: a visit that
+    straddles the prediction time keeps only its earlier codes (and their code_times), and a visit
+    left without codes is dropped. Visits keep their time and age (those of their first event).
+    This is the one cut: label files and the synthetic index visits both go through it.
+    """
+    table = pa.Table.from_batches([table]) if isinstance(table, pa.RecordBatch) else table
+    events = _EventTimes.of(table)
+    keep = events.kept_codes(prediction_times)
+    flat = events.flat
+    new_nc = np.bincount(events.visit_of_code[keep], minlength=len(events.codes_per_visit))
+    keep_visit = new_nc > 0
+    visit_rows = pa.array(np.flatnonzero(keep_visit))
+    code_offsets = pa.array(exclusive_cumsum(new_nc[keep_visit]).astype(np.int32))
+    keep_mask = pa.array(keep)
+    fields, arrays = [], []
+    for i in range(flat.type.num_fields):
+        field = flat.type.field(i)
+        values = pc.struct_field(flat, field.name)
+        if field.name == "codes":
+            values = pa.ListArray.from_arrays(code_offsets, pc.list_flatten(values).filter(keep_mask), type=field.type)
+        elif field.name == "code_times":
+            values = _cut_code_times(values, keep, events, keep_visit, code_offsets)
+        else:
+            values = values.take(visit_rows)
+        fields.append(field)
+        arrays.append(values)
+    visits = pa.StructArray.from_arrays(arrays, fields=fields)
+    per_patient = np.bincount(events.patient_of_visit[keep_visit], minlength=len(events.visits_per_patient))
+    offsets = pa.array(exclusive_cumsum(per_patient).astype(np.int32))
+    column = table.schema.get_field_index("visits")
+    return table.set_column(column, table.schema.field(column),
+                            pa.ListArray.from_arrays(offsets, visits, type=table.schema.field(column).type))
+
+
+def _cut_code_times(code_times: pa.Array, keep: np.ndarray, events: _EventTimes, keep_visit: np.ndarray,
+                    code_offsets: pa.Array) -> pa.Array:
+    """The code_times of the kept codes of the kept visits; null where the visit had none."""
+    has = code_times.is_valid().to_numpy(zero_copy_only=False)
+    full = np.zeros(len(keep), np.int64)
+    timed = np.repeat(has, events.codes_per_visit)
+    own = pc.list_flatten(code_times)
+    values = pa.array(full, pa.int64()).cast(own.type) if len(full) else pa.array([], own.type)
+    if timed.any():  # the own entries where the visit has code_times, placeholders elsewhere
+        index = np.full(len(keep), -1, np.int64)
+        index[timed] = np.arange(int(timed.sum()))
+        values = own.take(pa.array(index, mask=index < 0))
+    kept = values.filter(pa.array(keep))
+    mask = pa.array(~has[keep_visit])
+    return pa.ListArray.from_arrays(code_offsets, kept, type=code_times.type, mask=mask)
+
+
 __all__ = [
     "ARROW_DTYPES",
     "EncodedColumns",
@@ -445,7 +586,9 @@ __all__ = [
     "age_ids",
     "cls_age_position",
     "count_visits",
+    "cut_at_times",
     "cut_before_visit",
+    "first_event_times",
     "encode_columns",
     "mask_codes",
     "next_visit_cut",

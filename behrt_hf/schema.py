@@ -8,10 +8,21 @@ Every builder (synthetic, MEDS, MIMIC, Synthea) yields rows of this shape::
         time   : timestamp[us]           non-decreasing
         age    : float32 years           non-decreasing, 0..120
         codes  : list of string          MEDS style "SYSTEM//CODE", e.g. "ICD10CM//E11.9"
+        code_times : list of timestamp[us], optional   each code's own time, parallel to `codes`
     }
     label_<task>        : int64          (builders that define tasks)
     oracle_<task>       : float32        true probability of the label (synthetic only)
     index_visit_<task>  : int32          last visit (0-based) the model may see for the task
+
+Per-code times. A visit's `time` and `age` are those of its first event. When a visit groups
+events of different times (a MEDS encounter or a time window, a MIMIC admission whose diagnoses
+are coded at discharge, a Synthea encounter), `code_times` holds each code's own time; the field
+absent, a null list or a null entry all mean "at the visit's time" (datasets written before the
+field existed keep working). A prediction at time t sees a code only when its visit began at or
+before t and its own time is at or before t (MEDS: `time <= prediction_time` may be used), so a
+visit that straddles t contributes only its earlier codes: `behrt_hf.encoding.cut_at_times`, the
+one cut that label files and the synthetic `index_visit_<task>` (prediction time = the index
+visit's time) go through.
 
 `validate_patient` is the single place where a record is checked; the tokenizer
 calls it on every patient it encodes, readers may call it before yielding.
@@ -42,16 +53,21 @@ MEDS_GENDER_PREFIX = "GENDER//"
 MEDS_SPLIT_NAMES = {"train": "train", "validation": "tuning", "test": "held_out"}
 
 
-def visit_features(time_dtype: str = "timestamp[us]") -> dict:
-    return {
+def visit_features(time_dtype: str = "timestamp[us]", code_times: bool = False) -> dict:
+    """Features of a visit; `code_times` adds the optional per-code times (see the module docstring)."""
+    features = {
         "time": datasets.Value(time_dtype),
         "age": datasets.Value("float32"),
         "codes": datasets.List(datasets.Value("string")),
     }
+    if code_times:
+        features["code_times"] = datasets.List(datasets.Value(time_dtype))
+    return features
 
 
 def patient_features(
-    tasks: Iterable[str] = (), with_oracle: bool = False, time_dtype: str = "timestamp[us]"
+    tasks: Iterable[str] = (), with_oracle: bool = False, time_dtype: str = "timestamp[us]",
+    code_times: bool = False,
 ) -> datasets.Features:
     """`datasets.Features` of the patient schema, with task columns for each name in `tasks`.
 
@@ -59,11 +75,12 @@ def patient_features(
         tasks: task names; each adds `label_<task>` and `index_visit_<task>`.
         with_oracle: also add `oracle_<task>` (the true label probability; synthetic data only).
         time_dtype: `"timestamp[us]"` (default) or `"int32"` for integer days.
+        code_times: add each visit's optional `code_times` (readers whose visits span several times).
     """
     features = {
         "patient_id": datasets.Value("string"),
         "sex": datasets.Value("string"),
-        "visits": datasets.List(visit_features(time_dtype)),
+        "visits": datasets.List(visit_features(time_dtype, code_times)),
     }
     for task in tasks:
         features[f"label_{task}"] = datasets.Value("int64")
@@ -92,7 +109,7 @@ def validate_patient(patient: Mapping[str, Any]) -> None:
 
     Checks: at least one visit; every visit is a record with a list of codes, each a non-blank
     string; ages are finite, within 0..120 and non-decreasing; times (when present) are
-    non-decreasing.
+    non-decreasing; `code_times` (when present) has one entry per code.
     """
     pid = patient.get("patient_id", "<no patient_id>")
     visits = patient.get("visits")
@@ -123,6 +140,9 @@ def validate_patient(patient: Mapping[str, Any]) -> None:
             fail(f"visit {i} has age {age} outside {MIN_AGE:g}..{MAX_AGE:g} years")
         if prev_age is not None and age < prev_age:
             fail(f"ages decrease at visit {i} ({prev_age} -> {age})")
+        code_times = visit.get("code_times")
+        if code_times is not None and (not isinstance(code_times, (list, tuple)) or len(code_times) != len(codes)):
+            fail(f"visit {i} has {len(codes)} codes but code_times {code_times!r} (one time per code, or null)")
         time = visit.get("time")
         if time is not None and prev_time is not None and time < prev_time:
             fail(f"times decrease at visit {i} ({prev_time} -> {time})")

@@ -45,6 +45,7 @@ def assemble_patients(
     window_us: int = 0,
     dedupe: bool = False,
     patients_per_batch: int = 1024,
+    code_times: bool = False,
 ) -> Iterator[dict]:
     """Group `events` (EVENT_SCHEMA) into visits and yield one patient-schema row per patient.
 
@@ -104,7 +105,7 @@ def assemble_patients(
     with_visits[rank] = True
     report.add_where(FILTERED, "patient with no visit left", ~with_visits & has_birth, describe_person)
     report.kept["events"] += len(rank)
-    yield from _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, report)
+    yield from _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, report, code_times)
 
 
 def _visit_start(rank: np.ndarray, visit_key: np.ndarray, time_us: np.ndarray) -> np.ndarray:
@@ -129,7 +130,8 @@ def _first_of_each(visit_id: np.ndarray, codes: pa.ChunkedArray) -> np.ndarray:
     return mask
 
 
-def _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, report) -> Iterator[dict]:
+def _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, report,
+          code_times: bool = False) -> Iterator[dict]:
     """Yield validated patient rows, building Python objects one batch of patients at a time.
 
     Events arrive sorted by patient then visit; `new_visit` marks each visit's first event.
@@ -152,6 +154,8 @@ def _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, r
             {"time": t, "age": a, "codes": batch_codes[s:e]}
             for t, a, s, e in zip(times, ages[visit_starts[v0:v1]].tolist(), bounds[:-1], bounds[1:])
         ]
+        if code_times:
+            _add_code_times(visits, time_us[lo : event_bounds[v1]], visit_starts[v0:v1] - lo, bounds)
         per_patient = (first_visit[b : last + 1] - v0).tolist()
         for p, start, stop in zip(range(b, last), per_patient[:-1], per_patient[1:]):
             person = int(rank[patient_starts[p]])
@@ -162,6 +166,14 @@ def _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, r
         report.kept["patients"] += last - b
         report.kept["visits"] += int(v1 - v0)
 
+
+def _add_code_times(visits: list[dict], time_us: np.ndarray, first_event: np.ndarray, bounds: list[int]) -> None:
+    """Set each visit's `code_times`: its events' times, or None when all equal the visit's time."""
+    spans = np.r_[False, time_us[1:] != time_us[:-1]] if len(time_us) else np.zeros(0, bool)
+    differs = np.add.reduceat(spans, first_event) - spans[first_event] if len(first_event) else np.zeros(0)
+    stamps = pa.array(time_us).cast(TIMESTAMP)
+    for visit, n, s, e in zip(visits, differs.tolist(), bounds[:-1], bounds[1:]):
+        visit["code_times"] = stamps.slice(s, e - s).to_pylist() if n else None
 
 
 __all__ = ["EVENT_SCHEMA", "PEOPLE_SCHEMA", "TIMESTAMP", "UNKNOWN_PATIENT", "US_PER_YEAR", "assemble_patients"]

@@ -20,7 +20,8 @@ conventions of `behrt_hf.schema` (shared with the synthetic MEDS exporter, so th
   With encounter codes (`visit_start_codes=["HOSPITAL_ADMISSION//"]`,
   `visit_end_codes=["HOSPITAL_DISCHARGE//"]`) the events of an encounter, from the timestamp of
   its start code through the timestamp of its end code, form one visit at its first event's time;
-  events outside encounters form visits by time.
+  events outside encounters form visits by time. Such visits (a window, encounters) keep each
+  code's own time in `code_times`, so a prediction inside the visit sees only its earlier events.
 - Age is `float32(age_in_years(time, birth))`.
 - Splits from `metadata/subject_splits.parquet` (train / tuning / held_out -> train / validation
   / test; other names kept); without that file, a stable hash of patient_id (80/10/10, see
@@ -58,7 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from behrt_hf.schema import MEDS_BIRTH_CODE, MEDS_GENDER_PREFIX, MEDS_SPLIT_NAMES
+from behrt_hf.schema import MEDS_BIRTH_CODE, MEDS_GENDER_PREFIX, MEDS_SPLIT_NAMES, patient_features
 
 from ._assemble import EVENT_SCHEMA, PEOPLE_SCHEMA, TIMESTAMP, assemble_patients
 from ._csv_io import normalize_sex
@@ -147,6 +148,15 @@ class MedsReader(PatientReaderBuilder):
 
     BUILDER_CONFIG_CLASS = MedsConfig
     READER_NAME = "MEDS"
+
+    @property
+    def _visits_span_times(self) -> bool:
+        """Visits group events of several times (a window, encounters): each code keeps its own time."""
+        return bool(self.config.visit_window_hours > 0 or self.config.visit_start_codes)
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(description=(type(self).__doc__ or "").strip(),
+                                    features=patient_features(code_times=self._visits_span_times))
 
     # --- inputs and plan ---
     def _input_files(self, config: MedsConfig) -> list[Path]:
@@ -397,7 +407,8 @@ class MedsReader(PatientReaderBuilder):
         for i, subjects in shards:
             events, people = self._shard_events(self._read_shard(i, subjects), i)
             yield from assemble_patients(
-                events, people, self.drop_report, sources=self._sources, window_us=window_us, dedupe=self.config.dedupe
+                events, people, self.drop_report, sources=self._sources, window_us=window_us, dedupe=self.config.dedupe,
+                code_times=self._visits_span_times,
             )
 
 

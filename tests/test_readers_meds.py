@@ -89,7 +89,8 @@ def test_options_prefixes_dedupe_window(meds_dir, tmp_path):
     assert [v["codes"] for v in by_id["7"]["visits"]] == [["ICD10CM//E11.9", "ICD10CM//E11.9"], ["ICD10CM//I10"], ["ICD10CM//Z99.89"]]
     assert set(by_id) == {"7", "3"}  # 12 and 100 have no ICD-10 code left
     by_id = patients_by_id(load_meds(meds_dir, dedupe=True, visit_window=timedelta(hours=1), cache_dir=tmp_path))
-    assert by_id["7"]["visits"][0] == visit(T1, B7, ["ICD10CM//E11.9", "ATC//A10BA02", "LAB//HBA1C", "ICD10CM//I10"])
+    assert by_id["7"]["visits"][0] == dict(visit(T1, B7, ["ICD10CM//E11.9", "ATC//A10BA02", "LAB//HBA1C", "ICD10CM//I10"]),
+                                           code_times=[T1, T1, T1, T2])  # each code keeps its own time
     assert len(by_id["7"]["visits"]) == 2
 
 
@@ -263,12 +264,14 @@ def test_encounter_codes_make_one_visit_per_stay(tmp_path):
     ]})
     stays = {"visit_start_codes": ["HOSPITAL_ADMISSION//"], "visit_end_codes": ["HOSPITAL_DISCHARGE//"]}
     (row,) = patients_by_id(load_meds(root, cache_dir=tmp_path, **stays)).values()
-    assert row["visits"] == [
-        visit(T(2000, 1, 1), birth, ["LAB//A"]),
-        visit(t1, birth, ["LAB//B", "HOSPITAL_ADMISSION//EW", "LAB//C", "ICD10CM//I10", "HOSPITAL_DISCHARGE//HOME"]),
-        visit(t1 + timedelta(days=2), birth, ["LAB//D"]),
-        visit(t1 + timedelta(days=2, hours=1), birth, ["LAB//E"]),
-        visit(t2, birth, ["HOSPITAL_ADMISSION//X", "LAB//F"]),
+    stay = [t1, t1, t1 + timedelta(hours=2), t1 + timedelta(days=1), t1 + timedelta(days=1)]
+    assert row["visits"] == [  # a visit spanning several times keeps each code's own time (null: all at its time)
+        dict(visit(T(2000, 1, 1), birth, ["LAB//A"]), code_times=None),
+        dict(visit(t1, birth, ["LAB//B", "HOSPITAL_ADMISSION//EW", "LAB//C", "ICD10CM//I10", "HOSPITAL_DISCHARGE//HOME"]),
+             code_times=stay),
+        dict(visit(t1 + timedelta(days=2), birth, ["LAB//D"]), code_times=None),
+        dict(visit(t1 + timedelta(days=2, hours=1), birth, ["LAB//E"]), code_times=None),
+        dict(visit(t2, birth, ["HOSPITAL_ADMISSION//X", "LAB//F"]), code_times=[t2, t2 + timedelta(hours=1)]),
     ]
     # markers work even when code_prefixes leaves them out; the window applies outside encounters only
     (row,) = patients_by_id(load_meds(root, cache_dir=tmp_path, code_prefixes=["LAB//", "ICD10CM//"], visit_window=2, **stays)).values()

@@ -61,6 +61,11 @@ class CohortArguments:
         default=None,
         metadata={"help": "A DatasetDict in the patient schema saved with save_to_disk (overrides --synthetic)."},
     )
+    meds_root: str | None = field(
+        default=None,
+        metadata={"help": "A MEDS dataset folder (data/**/*.parquet + metadata/), read with the MEDS reader "
+                          "(overrides --synthetic and --dataset_path)."},
+    )
     num_patients: int | None = field(default=None, metadata={"help": "Override the synthetic cohort's size."})
     data_seed_cohort: int = field(default=0, metadata={"help": "Seed of the synthetic cohort."})
     max_length: int = field(default=256, metadata={"help": "Tokens per patient; older visits are dropped."})
@@ -68,24 +73,29 @@ class CohortArguments:
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc of datasets.map."})
 
     def __post_init__(self):
-        if self.synthetic is None and self.dataset_path is None:
-            raise ValueError("Give --synthetic NAME or --dataset_path PATH.")
+        if self.synthetic is None and self.dataset_path is None and self.meds_root is None:
+            raise ValueError("Give --synthetic NAME, --dataset_path PATH or --meds_root DIR.")
         if self.max_length < 8:
             raise ValueError(f"--max_length must be at least 8, got {self.max_length}.")
 
     @property
     def source(self) -> str:
         """The cohort as the run summaries name it."""
-        return self.dataset_path or f"synthetic:{self.synthetic}"
+        return self.meds_root or self.dataset_path or f"synthetic:{self.synthetic}"
 
     def load_cohort(self) -> datasets.DatasetDict:
-        """`--dataset_path` (a DatasetDict saved with save_to_disk) or the synthetic cohort `--synthetic`."""
+        """`--meds_root` (read with `load_meds`), `--dataset_path` (a DatasetDict saved with
+        save_to_disk) or the synthetic cohort `--synthetic`."""
         return load_cohort(self)
 
 
 def load_cohort(args) -> datasets.DatasetDict:
-    """The cohort named by `args.dataset_path`, else the synthetic `args.synthetic` (any object with
-    CohortArguments' source fields, e.g. the speed benchmark's arguments)."""
+    """The cohort named by `args.meds_root`, else `args.dataset_path`, else the synthetic
+    `args.synthetic` (any object with CohortArguments' source fields, e.g. the speed benchmark's)."""
+    if getattr(args, "meds_root", None):
+        from behrt_hf import load_meds
+
+        return load_meds(args.meds_root)
     if args.dataset_path:
         return datasets.load_from_disk(args.dataset_path)
     from behrt_hf import load_synthetic

@@ -3,6 +3,12 @@
     behrt-finetune --output_dir runs/hf --model_name_or_path runs/pretrain --task heart_failure_1y --mode lora
     behrt-finetune --output_dir runs/scratch --task heart_failure_1y --mode full      # from scratch
     behrt-finetune --output_dir runs/eval --model_name_or_path runs/hf --task heart_failure_1y  # evaluate only
+    behrt-finetune --output_dir runs/mine --model_name_or_path runs/pretrain --meds_root meds/ --labels_dir labels/mine
+
+A task is either the synthetic columns (`--task`: label_<task>, index_visit_<task>) or a MEDS label
+file / folder (`--labels_dir`): its filled value column makes the task binary (`boolean_value`),
+multiclass (`categorical_value` / `integer_value`, classes from the training labels) or regression
+(`float_value`); each label row is one sample, the patient's history cut at its prediction_time.
 
 The task's logic (the cut at the index visit, who is eligible, label subsets, class imbalance and
 the prior-shift recalibration, predictions and the report) is `behrt_hf.tasks`; this script wires
@@ -18,6 +24,7 @@ Outputs in `output_dir`: the model (or the LoRA adapter) and tokenizer, `summary
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,15 +36,22 @@ from transformers.utils import find_adapter_config_file
 
 from behrt_hf import BehrtConfig, BehrtForSequenceClassification, BehrtTokenizerFast, DataCollatorForBehrt
 from behrt_hf.plotting import plot_binary_predictions
+from behrt_hf.labels import read_labels
 from behrt_hf.tasks import (
     CLASS_IMBALANCE,
     ClassBalance,
+    LabelKind,
     Task,
     balanced_sampler,
-    binary_compute_metrics,
+    encode_samples,
     format_report,
+    join_labels,
     label_subset,
+    report_scores,
     report_splits,
+    require_both_classes,
+    save_label_kind,
+    score_compute_metrics,
     shift_classifier_bias,
     summarize,
 )
@@ -96,6 +110,15 @@ class FinetuneDataArguments(CohortArguments):
     index_visit_column: str | None = field(
         default=None, metadata={"help": "Column with each patient's index visit (default index_visit_<task>)."}
     )
+    labels_dir: str | None = field(
+        default=None, metadata={"help": "MEDS labels: a folder of **/*.parquet (as ACES writes them) or one parquet "
+                                        "file; replaces the --task columns."}
+    )
+    label_split_column: str | None = field(
+        default=None, metadata={"help": "A column of the label files naming each row's split (train / tuning / "
+                                        "held_out); default: the patient's split from the data."}
+    )
+    strict_labels: bool = field(default=False, metadata={"help": "Fail on the first unusable label row."})
     label_fraction: float = field(default=1.0, metadata={"help": "Share of the training split with labels used."})
     class_imbalance: str = field(default="pos_weight", metadata={"help": "pos_weight, sampler or none."})
     test_split: str = field(default="test", metadata={"help": "Split of the final report ('' to skip)."})
@@ -109,6 +132,31 @@ class FinetuneDataArguments(CohortArguments):
 
     def as_task(self) -> Task:
         return Task(self.task, label=self.label_column or "", index_visit=self.index_visit_column or "")
+
+    @property
+    def task_name(self) -> str:
+        return Path(self.labels_dir).stem if self.labels_dir else self.task
+
+
+def task_samples(data_args: FinetuneDataArguments, cohort, kind: LabelKind | None = None):
+    """(label kind, the patients each split's samples index into, the samples of train, the eval and the
+    test split) from `--labels_dir` or the `--task` columns; every classification split scorable."""
+    names = list(dict.fromkeys(n for n in ["train", data_args.eval_split, data_args.test_split] if n))
+    if not data_args.labels_dir:
+        task = data_args.as_task()
+        splits = task.splits(cohort, names)
+        return LabelKind(), splits, {name: task.samples(split) for name, split in splits.items()}
+    labels, report = read_labels(data_args.labels_dir, strict=data_args.strict_labels,
+                                 split_column=data_args.label_split_column)
+    patients, samples, kind = join_labels(cohort, labels, report, kind, split_column=data_args.label_split_column)
+    logger.warning("%s", report.summary())
+    missing = [name for name in names if not len(samples.get(name, ()))]
+    if missing:
+        raise ValueError(f"{data_args.labels_dir}: no usable label row in the {missing} split(s) of "
+                         f"{data_args.source} (splits: { {k: len(v) for k, v in samples.items()} }).")
+    for name in names:
+        require_both_classes(samples[name]["labels"], kind, data_args.task_name, name)
+    return kind, {name: patients for name in names}, {name: samples[name] for name in names}
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -124,22 +172,22 @@ def run(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments, tr
     output_dir = Path(training_args.output_dir)
     started = time.time()
 
-    # data: the task's patients, each cut at the index visit
-    task = data_args.as_task()
+    # data: the task's samples, each patient's history cut at the prediction time
     cohort = data_args.load_cohort()
-    splits = task.splits(cohort, ["train", data_args.eval_split, data_args.test_split])
-    labelled_train = label_subset(splits["train"], data_args.label_fraction, task.label, training_args.seed)
+    kind, patients, samples = task_samples(data_args, cohort, saved_label_kind(model_args, training_args))
     tokenizer = load_tokenizer(model_args, data_args, cohort)
-    encode = functools.partial(task.encode, tokenizer=tokenizer, max_length=data_args.max_length,
+    encode = functools.partial(encode_samples, tokenizer=tokenizer, max_length=data_args.max_length,
                                num_proc=data_args.preprocessing_num_workers)
-    train = encode(labelled_train, desc="train")
-    evaluated = {name: encode(split, desc=name) for name, split in splits.items() if name != "train"}
-    balance = ClassBalance.of(train["labels"], data_args.class_imbalance)
-    logger.warning("task %s: %d training patients (%d positive), pos_weight %s", task.name, len(train),
-                   balance.positives, f"{balance.pos_weight:.2f}" if balance.pos_weight else None)
+    labelled_train = label_subset(samples["train"], data_args.label_fraction, "labels", training_args.seed,
+                                  kind.problem)
+    train = encode(labelled_train, patients["train"], desc="train")
+    evaluated = {name: encode(split, patients[name], desc=name) for name, split in samples.items() if name != "train"}
+    balance = class_balance(train["labels"], data_args.class_imbalance, kind)
+    logger.warning("task %s (%s): %d training samples (%d positive), pos_weight %s", data_args.task_name,
+                   kind.problem, len(train), balance.positives, f"{balance.pos_weight:.2f}" if balance.pos_weight else None)
 
     # model
-    model = build_model(model_args, tokenizer, balance.pos_weight, trainable=training_args.do_train)
+    model = build_model(model_args, tokenizer, balance.pos_weight, trainable=training_args.do_train, kind=kind)
     trainable, total = model.num_parameters(only_trainable=True), model.num_parameters()
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%), mode {model_args.mode}")
 
@@ -152,35 +200,58 @@ def run(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments, tr
         return BehrtTrainer(
             train_sampler=sampler, model=model, args=args, train_dataset=train,
             eval_dataset=evaluated.get(data_args.eval_split), processing_class=tokenizer, data_collator=collator,
-            compute_metrics=functools.partial(binary_compute_metrics, logit_shift=training_shift),
+            compute_metrics=functools.partial(score_compute_metrics, kind=kind, logit_shift=training_shift),
             callbacks=[RunTrackerCallback(args.output_dir), *extra_callbacks],
         )
 
     if training_args.do_train:
         trainer, train_metrics = train_model(make_trainer, model, model_args, training_args, checkpoint,
-                                             balance.logit_shift, callbacks)
+                                             balance.logit_shift, callbacks, kind)
     else:
         trainer, train_metrics = make_trainer(training_args, callbacks or ()), {}
     tokenizer.save_pretrained(output_dir)
+    save_label_kind(output_dir, kind)
     trainable, total = model.num_parameters(only_trainable=True), model.num_parameters()  # two_stage ends unfrozen
 
     # evaluate against the oracle; predictions, plots, summary
     is_main = trainer.is_world_process_zero()
-    report, curves = report_splits(trainer, evaluated, model_args.mode, output_dir if is_main else None)
+    if kind.problem == "binary":
+        report, curves = report_splits(trainer, evaluated, model_args.mode, output_dir if is_main else None)
+    else:
+        report, curves = report_scores(trainer, evaluated, kind), {}
     if is_main:
         final = data_args.test_split or data_args.eval_split
-        plots = plot_binary_predictions(curves[final], output_dir, title=f"{task.name}, {final} split")
+        plots = (plot_binary_predictions(curves[final], output_dir, title=f"{data_args.task_name}, {final} split")
+                 if kind.problem == "binary" else [])
         summary = summarize(
-            task, model_args.mode if training_args.do_train else "evaluate", report, final,
+            Task(data_args.task_name), model_args.mode if training_args.do_train else "evaluate", report, final,
             data=data_summary(data_args, len(train), balance, evaluated, len(tokenizer), training_shift),
             model=model_summary(model_args, output_dir, trainable, total),
             training={"wall_time_seconds": time.time() - started, **train_metrics}, plots=plots,
         )
         write_summary(output_dir / "summary.json", summary)
-        print(format_report(report, task.name))
+        print(format_report(report, data_args.task_name) if kind.problem == "binary" else json.dumps(report, indent=1))
         print("plots: " + ", ".join(str(p) for p in plots))
     return {"report": report, "trainable_parameters": trainable, "total_parameters": total,
             "output_dir": str(output_dir)}
+
+
+def saved_label_kind(model_args: FinetuneModelArguments, training_args: TrainingArguments) -> LabelKind | None:
+    """The label kind of a model fine-tuned before (its classes fixed); None: decide from the labels."""
+    from behrt_hf.tasks import load_label_kind
+
+    source = model_args.model_name_or_path
+    return load_label_kind(source) if source and not training_args.do_train else None
+
+
+def class_balance(labels, strategy: str, kind: LabelKind) -> ClassBalance:
+    """The class balance of binary training labels; multiclass and regression use none."""
+    if kind.problem == "binary":
+        return ClassBalance.of(labels, strategy)
+    if strategy != "none":
+        logger.warning("--class_imbalance %s applies to binary tasks; a %s task trains without it", strategy,
+                       kind.problem)
+    return ClassBalance(0, 0, "none")
 
 
 def load_tokenizer(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments, cohort) -> BehrtTokenizerFast:
@@ -195,7 +266,7 @@ def load_tokenizer(model_args: FinetuneModelArguments, data_args: FinetuneDataAr
 
 
 def train_model(make_trainer, model, model_args: FinetuneModelArguments, training_args: TrainingArguments,
-                checkpoint: str | None, logit_shift: float, callbacks: list | None):
+                checkpoint: str | None, logit_shift: float, callbacks: list | None, kind: LabelKind = LabelKind()):
     """Train (two_stage: the head first, encoder frozen), recalibrate the classifier, save; the Trainer and
     its train metrics."""
     if model_args.mode == "two_stage":
@@ -210,8 +281,9 @@ def train_model(make_trainer, model, model_args: FinetuneModelArguments, trainin
         training_args.learning_rate *= model_args.encoder_lr_factor
     trainer = make_trainer(training_args, callbacks or ())
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    shift_classifier_bias(model, logit_shift)  # checkpoints keep the training logits; the saved model is calibrated
-    trainer.compute_metrics = binary_compute_metrics  # its logits need no shift any more
+    if kind.problem == "binary":
+        shift_classifier_bias(model, logit_shift)  # checkpoints keep the training logits; the saved model is calibrated
+    trainer.compute_metrics = functools.partial(score_compute_metrics, kind=kind)  # logits need no shift any more
     trainer.save_model()
     trainer.save_state()
     return trainer, dict(result.metrics)
@@ -239,12 +311,12 @@ def data_summary(data_args: FinetuneDataArguments, train_patients: int, balance:
 # --- model ------------------------------------------------------------------------------------
 
 
-def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float | None, trainable: bool = True):
+def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float | None, trainable: bool = True,
+                kind: LabelKind = LabelKind()):
     """The classifier to train or evaluate. `model_name_or_path` may be a pretrained or fine-tuned model,
     or a LoRA adapter (adapter_config.json), which is loaded onto its base model and trained further
     (`trainable`) or evaluated as it is: never wrapped in a second, fresh adapter."""
-    head = dict(num_labels=1, problem_type="multi_label_classification",
-                pos_weight=None if pos_weight is None else [pos_weight])
+    head = dict(kind.head(), pos_weight=None if pos_weight is None else [pos_weight])
     source = model_args.model_name_or_path
     if source and find_adapter_config_file(source):
         return load_adapter(model_args, tokenizer, head, trainable)
