@@ -122,6 +122,8 @@ def test_aces_writes_the_task_our_yaml_describes(meds_root, aces_labels):
 
 
 def test_aces_labels_are_read_and_fine_tuned_on(meds_root, aces_labels, tmp_path):
+    from transformers import TrainingArguments
+
     from behrt_hf.labels import read_labels
     from behrt_hf.training import finetune
     from behrt_hf.training.arguments import parse_args
@@ -129,17 +131,20 @@ def test_aces_labels_are_read_and_fine_tuned_on(meds_root, aces_labels, tmp_path
     table, report = read_labels(aces_labels)
     assert table.num_rows == len(_expected_aces_rows(meds_root)) and sum(report.invalid.values()) == 0
     model_args, data_args, training_args = parse_args(
-        (finetune.FinetuneModelArguments, finetune.FinetuneDataArguments, finetune.TrainingArguments), [
+        (finetune.FinetuneModelArguments, finetune.FinetuneDataArguments, TrainingArguments), [
             "--meds_root", str(meds_root), "--labels_dir", str(aces_labels), "--output_dir", str(tmp_path / "ft"),
             "--mode", "full", "--config_overrides", TINY_MODEL, "--max_length", "64", "--do_train",
-            "--max_steps", "2", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "64",
-            "--test_split", "", "--report_to", "none", "--use_cpu", "--disable_tqdm", "true",
+            "--max_steps", "2", "--per_device_train_batch_size", "8", "--test_split", "", "--report_to", "none",
+            "--use_cpu", "--disable_tqdm", "true", "--save_strategy", "no",
         ])
-    result = finetune.run(model_args, data_args, training_args)
+    finetune.run(model_args, data_args, training_args)
     summary = json.loads((tmp_path / "ft" / "summary.json").read_text())
-    expected = _expected_aces_rows(meds_root)
-    assert result and summary  # trained and reported
-    assert (tmp_path / "ft" / "model.safetensors").exists()
+    # ACES wrote one folder per data split (the shards live in data/<split>/): every row is a sample there
+    rows = {s: pa.concat_tables([pq.read_table(f) for f in (aces_labels / s).glob("*.parquet")]) for s in ("train", "tuning")}
+    assert summary["data"]["train_patients"] == rows["train"].num_rows
+    assert summary["data"]["train_positives"] == sum(rows["train"]["boolean_value"].to_pylist())
+    assert summary["data"]["eval_patients"] == {"validation": rows["tuning"].num_rows}
+    assert summary["training"]["train_loss"] > 0 and (tmp_path / "ft" / "model.safetensors").exists()
 
 
 # --- MEDS-DEV: meds_dev/behrt/model.yaml ----------------------------------------------------------------
