@@ -252,17 +252,19 @@ def meds_dev_run(meds_root, tmp_path_factory):
         seconds["/".join(out.parts[-2:])] = _run(f"bash {out / 'cmd.sh'}", out, command.split()[0])
         (out / ".done").touch()
     print("MEDS-DEV demo stage seconds:", {k: round(v, 1) for k, v in seconds.items()})
-    return output / "synthetic_tiny" / "fall_1y" / "predict" / "predictions.parquet"
+    return output / "synthetic_tiny" / "fall_1y"
 
 
 def test_meds_dev_demo_run_predicts_every_held_out_label_row(meds_dev_run, meds_root):
-    table = pq.read_table(meds_dev_run)
+    table = pq.read_table(meds_dev_run / "predict" / "predictions.parquet")
     assert table.column_names == PREDICTION_COLUMNS
     # meds-evaluation 0.0.3 (MEDS-DEV's pin) accepts only a float64 probability; 0.0.4+ casts it to float32
     assert table.schema.field("predicted_boolean_probability").type == pa.float64()
     labels = pq.read_table(meds_root / "labels" / "fall_1y" / "held_out" / "0.parquet")
     key = lambda t: sorted(zip(t["subject_id"].to_pylist(), t["prediction_time"].to_pylist(), t["boolean_value"].to_pylist()))
     assert key(table) == key(labels)
+    oracle = pq.read_table(meds_root / "oracle" / "fall_1y" / "held_out.parquet")  # compared row by row
+    assert key(oracle) == key(table)
     p = table["predicted_boolean_probability"].to_numpy()
     assert np.all((p >= 0) & (p <= 1)) and table["predicted_boolean_value"].null_count == 0
 
@@ -277,17 +279,29 @@ def _our_auroc(path: Path) -> float:
     return float(roc_auc_score(table["boolean_value"].to_numpy(), table["predicted_boolean_probability"].to_numpy()))
 
 
-def test_meds_evaluation_scores_our_predictions_as_we_do(meds_dev_run, tmp_path):
+@pytest.fixture(scope="module")
+def all_predictions(meds_dev_run, meds_root) -> Path:
+    """The MEDS-DEV run's fine-tuned model predicting every split's label rows (more rows than held_out)."""
+    from behrt_hf.training import predict
+
+    out = meds_dev_run / "predict_all"
+    predict.main(["--model_name_or_path", str(meds_dev_run / "train"), "--meds_root", str(meds_root),
+                  "--labels_dir", str(meds_root / "labels" / "fall_1y"), "--split", "all", "--max_length", "64",
+                  "--output_dir", str(out)])
+    return out / "predictions.parquet"
+
+
+def test_meds_evaluation_scores_our_predictions_as_we_do(all_predictions, tmp_path):
     import polars as pl
     from meds_evaluation.evaluate import evaluate_binary_classification
 
-    labels = pq.read_table(meds_dev_run)["boolean_value"].to_pylist()
-    assert 0 < sum(labels) < len(labels), "held-out rows of one class: AUROC is undefined"
-    ours = _our_auroc(meds_dev_run)
-    api = evaluate_binary_classification(pl.read_parquet(meds_dev_run))["samples_equally_weighted"]
+    labels = pq.read_table(all_predictions)["boolean_value"].to_pylist()
+    assert 0 < sum(labels) < len(labels), "rows of one class: AUROC is undefined"
+    ours = _our_auroc(all_predictions)
+    api = evaluate_binary_classification(pl.read_parquet(all_predictions))["samples_equally_weighted"]
     assert abs(api["roc_auc_score"] - ours) < 1e-6
     results = tmp_path / "results.json"
-    _run(f"{_tool('meds-evaluation-cli')} predictions_path={meds_dev_run} output_file={results}", tmp_path,
+    _run(f"{_tool('meds-evaluation-cli')} predictions_path={all_predictions} output_file={results}", tmp_path,
          "meds-evaluation-cli")
     cli = json.loads(results.read_text())["samples_equally_weighted"]
     assert abs(cli["roc_auc_score"] - ours) < 1e-6
@@ -295,14 +309,14 @@ def test_meds_evaluation_scores_our_predictions_as_we_do(meds_dev_run, tmp_path)
                         "calibration_error", "brier_score"}
 
 
-def test_meds_evaluation_limits(meds_dev_run):
+def test_meds_evaluation_limits(all_predictions):
     """What meds-evaluation 0.0.6 cannot score: a file with any extra column, and anything but binary
     labels (its only evaluator is binary; regression and multiclass predictions have no columns there)."""
     import polars as pl
     from flexible_schema import SchemaValidationError
     from meds_evaluation.evaluate import evaluate_binary_classification
 
-    predictions = pl.read_parquet(meds_dev_run)
+    predictions = pl.read_parquet(all_predictions)
     with pytest.raises(SchemaValidationError, match="extra columns: oracle"):
         evaluate_binary_classification(predictions.with_columns(pl.lit(0.5).alias("oracle")))
     keys = predictions.select("subject_id", "prediction_time")
