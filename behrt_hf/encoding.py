@@ -47,6 +47,12 @@ def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1] - starts, counts)
 
 
+def visits_array(table: pa.Table | pa.RecordBatch) -> pa.ListArray:
+    """The `visits` column of an Arrow patient batch as one array (chunks combined)."""
+    visits = table.column("visits")
+    return visits.combine_chunks() if isinstance(visits, pa.ChunkedArray) else visits
+
+
 @dataclass
 class PatientColumns:
     """A batch of P patients with V visits and C codes in all, flattened in record order."""
@@ -92,9 +98,7 @@ class PatientColumns:
     @classmethod
     def from_arrow(cls, table: pa.Table | pa.RecordBatch) -> "PatientColumns":
         """An Arrow batch in the patient schema (`dataset.with_format("arrow").map(..., batched=True)`)."""
-        visits = table.column("visits")
-        if isinstance(visits, pa.ChunkedArray):
-            visits = visits.combine_chunks()
+        visits = visits_array(table)
         n = len(visits)
 
         def record(i: int) -> dict:
@@ -469,9 +473,7 @@ class _EventTimes:
 
     @classmethod
     def of(cls, table: pa.Table | pa.RecordBatch) -> "_EventTimes":
-        visits = table.column("visits")
-        if isinstance(visits, pa.ChunkedArray):
-            visits = visits.combine_chunks()
+        visits = visits_array(table)
         n = len(visits)
         ids = table.column("patient_id") if "patient_id" in table.column_names else None
         name = lambda p: repr(ids[p].as_py()) if ids is not None else f"#{p}"  # noqa: E731
@@ -594,4 +596,5 @@ __all__ = [
     "next_visit_cut",
     "pad_value",
     "visit_span",
+    "visits_array",
 ]

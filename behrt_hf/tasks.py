@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from .encoding import cut_at_times, exclusive_cumsum, first_event_times
+from .encoding import cut_at_times, exclusive_cumsum, first_event_times, visits_array
 from .labels import PROBLEMS, value_column
 from .metrics import compute_binary_metrics
 from .schema import MEDS_SPLIT_NAMES
@@ -110,8 +110,7 @@ class Task:
         table = split.select_columns(columns).with_format("arrow")[:]
         labels, index = (table.column(c).to_numpy(zero_copy_only=False) for c in (self.label, self.index_visit))
         keep = np.flatnonzero((labels >= 0) & (index >= 0))
-        visits = table.column("visits")
-        visits = visits.combine_chunks() if isinstance(visits, pa.ChunkedArray) else visits
+        visits = visits_array(table)
         nv = pc.list_value_length(visits).fill_null(0).to_numpy()
         if (index[keep] >= nv[keep]).any():
             row = int(keep[np.flatnonzero(index[keep] >= nv[keep])[0]])

@@ -33,6 +33,8 @@ EVENT_SCHEMA = pa.schema(
         ("row", pa.int64()),  # 1-based row (CSV: line number) in that file (for examples)
     ]
 )
+# Optional events column: "code_time" (TIMESTAMP), the time the code became known when it is not the
+# visit's (MIMIC: the admission's discharge; Synthea: the encounter's end); null: at `time`.
 PEOPLE_SCHEMA = pa.schema([("patient_id", pa.string()), ("sex", pa.string()), ("birth", TIMESTAMP)])
 
 
@@ -80,6 +82,9 @@ def assemble_patients(
     too_old = usable & (age_us / 1e6 / SECONDS_PER_YEAR > MAX_AGE)
     count_rows(report, INVALID, f"event at an age above {MAX_AGE:g} years", too_old, events, sources)
 
+    known_us = time_us
+    if "code_time" in events.column_names:  # a later time the code became known (MIMIC: discharge)
+        known_us = np.maximum(time_us, pc.fill_null(events.column("code_time").cast(pa.int64()), 0).to_numpy())
     keep = np.flatnonzero(usable & ~before & ~too_old)
     visit_key = events.column("visit").to_numpy()[keep]
     start_us = _visit_start(rank[keep], visit_key, time_us[keep])
@@ -87,6 +92,7 @@ def assemble_patients(
     order = np.lexsort((time_us[keep], visit_key, start_us, rank[keep]))
     taken = keep[order]
     rank, time_us, age_us, visit_key = rank[taken], time_us[taken], age_us[taken], visit_key[order]
+    known_us = known_us[taken]
     codes = events.column("code").take(pa.array(taken))
 
     new_visit = np.ones(len(taken), dtype=bool)
@@ -99,13 +105,15 @@ def assemble_patients(
         first = _first_of_each(np.cumsum(new_visit) - 1, codes)
         count_rows(report, FILTERED, "event repeating a code within a visit", ~first, events, sources, index=taken)
         rank, time_us, age_us, new_visit = rank[first], time_us[first], age_us[first], new_visit[first]
+        known_us = known_us[first]
         codes = codes.filter(pa.array(first))
 
     with_visits = np.zeros(len(has_birth), dtype=bool)
     with_visits[rank] = True
     report.add_where(FILTERED, "patient with no visit left", ~with_visits & has_birth, describe_person)
     report.kept["events"] += len(rank)
-    yield from _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, report, code_times)
+    yield from _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, report,
+                     known_us if code_times else None)
 
 
 def _visit_start(rank: np.ndarray, visit_key: np.ndarray, time_us: np.ndarray) -> np.ndarray:
@@ -131,10 +139,11 @@ def _first_of_each(visit_id: np.ndarray, codes: pa.ChunkedArray) -> np.ndarray:
 
 
 def _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, report,
-          code_times: bool = False) -> Iterator[dict]:
+          known_us: np.ndarray | None = None) -> Iterator[dict]:
     """Yield validated patient rows, building Python objects one batch of patients at a time.
 
     Events arrive sorted by patient then visit; `new_visit` marks each visit's first event.
+    `known_us` (per event, or None: no code_times) fills each visit's `code_times`.
     """
     ids, sexes = people.column("patient_id").to_pylist(), people.column("sex").to_pylist()
     ages = (age_us / 1e6 / SECONDS_PER_YEAR).astype(np.float32)  # == float32(age_in_years(time, birth))
@@ -154,8 +163,8 @@ def _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, r
             {"time": t, "age": a, "codes": batch_codes[s:e]}
             for t, a, s, e in zip(times, ages[visit_starts[v0:v1]].tolist(), bounds[:-1], bounds[1:])
         ]
-        if code_times:
-            _add_code_times(visits, time_us[lo : event_bounds[v1]], visit_starts[v0:v1] - lo, bounds)
+        if known_us is not None:
+            _add_code_times(visits, known_us[lo : event_bounds[v1]], time_us[visit_starts[v0:v1]], bounds)
         per_patient = (first_visit[b : last + 1] - v0).tolist()
         for p, start, stop in zip(range(b, last), per_patient[:-1], per_patient[1:]):
             person = int(rank[patient_starts[p]])
@@ -167,11 +176,12 @@ def _rows(people, rank, time_us, age_us, new_visit, codes, patients_per_batch, r
         report.kept["visits"] += int(v1 - v0)
 
 
-def _add_code_times(visits: list[dict], time_us: np.ndarray, first_event: np.ndarray, bounds: list[int]) -> None:
-    """Set each visit's `code_times`: its events' times, or None when all equal the visit's time."""
-    spans = np.r_[False, time_us[1:] != time_us[:-1]] if len(time_us) else np.zeros(0, bool)
-    differs = np.add.reduceat(spans, first_event) - spans[first_event] if len(first_event) else np.zeros(0)
-    stamps = pa.array(time_us).cast(TIMESTAMP)
+def _add_code_times(visits: list[dict], known_us: np.ndarray, visit_us: np.ndarray, bounds: list[int]) -> None:
+    """Set each visit's `code_times`: its events' known times, or None when all equal the visit's time."""
+    if not len(known_us):
+        return
+    differs = np.add.reduceat((known_us != np.repeat(visit_us, np.diff(bounds))).astype(np.int64), bounds[:-1])
+    stamps = pa.array(known_us).cast(TIMESTAMP)
     for visit, n, s, e in zip(visits, differs.tolist(), bounds[:-1], bounds[1:]):
         visit["code_times"] = stamps.slice(s, e - s).to_pylist() if n else None
 

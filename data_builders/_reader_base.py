@@ -210,7 +210,12 @@ class CsvReaderBuilder(PatientReaderBuilder):
     def _iter_patients(self, split: str) -> Iterator[dict]:
         people = self._people.filter(pa.array(self._split_of == split))
         events = self._events.filter(pc.is_in(self._events.column("patient_id"), value_set=people.column("patient_id")))
-        yield from assemble_patients(events, people, self.drop_report, sources=self._sources, dedupe=self.config.dedupe)
+        yield from assemble_patients(events, people, self.drop_report, sources=self._sources, dedupe=self.config.dedupe,
+                                     code_times=True)
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(description=(type(self).__doc__ or "").strip(),
+                                    features=patient_features(code_times=True))
 
     def _people_table(self, table: pa.Table, src: int, ids: pa.Array, sex: pa.Array, birth: pa.Array, show: Sequence[str]) -> pa.Table:
         """PEOPLE_SCHEMA from a patients table; rows without id or birth, and repeated ids, counted and left out."""
@@ -226,8 +231,10 @@ class CsvReaderBuilder(PatientReaderBuilder):
             {"patient_id": ids.filter(keep), "sex": sex.filter(keep), "birth": birth.filter(keep)}, schema=PEOPLE_SCHEMA
         )
 
-    def _visits_table(self, table: pa.Table, src: int, ids: pa.Array, patient_ids: pa.Array, times: pa.Array, name: str, show) -> pa.Table:
-        """Visits (admissions, encounters): id, patient_id, time (null: dropped), visit (row index)."""
+    def _visits_table(self, table: pa.Table, src: int, ids: pa.Array, patient_ids: pa.Array, times: pa.Array, name: str, show,
+                      known_times: pa.Array | None = None) -> pa.Table:
+        """Visits (admissions, encounters): id, patient_id, time (null: dropped), visit (row index), and
+        `code_time` when `known_times` gives the time their codes became known (e.g. the discharge)."""
         source, report = self._sources[src], self.drop_report
         has_id = pc.and_(ids.is_valid(), patient_ids.is_valid()).to_numpy(zero_copy_only=False)
         count_csv_rows(report, INVALID, f"{name} row without a usable id or patient id", ~has_id, table, source, show)
@@ -236,14 +243,15 @@ class CsvReaderBuilder(PatientReaderBuilder):
         has_time = times.is_valid().to_numpy(zero_copy_only=False)
         count_csv_rows(report, INVALID, f"{name} with an unparseable or missing date (its codes dropped)", first & ~has_time, table, source, show)
         keep = pa.array(first)
-        return pa.table(
-            {
-                "id": ids.filter(keep),
-                "patient_id": patient_ids.filter(keep),
-                "time": times.filter(keep),
-                "visit": pa.array(np.flatnonzero(first), pa.int64()),
-            }
-        )
+        visits = {
+            "id": ids.filter(keep),
+            "patient_id": patient_ids.filter(keep),
+            "time": times.filter(keep),
+            "visit": pa.array(np.flatnonzero(first), pa.int64()),
+        }
+        if known_times is not None:
+            visits["code_time"] = known_times.filter(keep)
+        return pa.table(visits)
 
     def _link(
         self, table: pa.Table, src: int, visit_ids: pa.Array, patient_ids: pa.Array, codes: pa.Array, visits: pa.Table, name: str
@@ -270,7 +278,7 @@ class CsvReaderBuilder(PatientReaderBuilder):
         count_csv_rows(report, FILTERED, f"event of a dropped {name}", has_code & known & same & ~timed, shown, source, show)
         keep = pa.array(has_code & known & same & timed)
         n = int(pc.sum(keep).as_py() or 0)
-        return pa.table(
+        events = pa.table(
             {
                 "patient_id": visit_patient.filter(keep),
                 "time": visit_time.filter(keep),
@@ -281,6 +289,9 @@ class CsvReaderBuilder(PatientReaderBuilder):
             },
             schema=EVENT_SCHEMA,
         )
+        if "code_time" in visits.column_names:  # when the visit's codes became known (see _visits_table)
+            events = events.append_column("code_time", visits.column("code_time").take(slot).filter(keep))
+        return events
 
 
 __all__ = ["CsvReaderBuilder", "PatientReaderBuilder", "ReaderConfig", "hash_split", "ordered_splits"]

@@ -11,7 +11,7 @@ when present (`tables=` picks which event tables to use). Columns used:
 table          MIMIC-III                                   MIMIC-IV
 =============  ==========================================  ===========================================
 patients       subject_id, gender, dob                     subject_id, gender, anchor_age, anchor_year
-admissions     subject_id, hadm_id, admittime              same
+admissions     subject_id, hadm_id, admittime [, dischtime] same
 diagnoses_icd  subject_id, hadm_id, icd9_code [, seq_num]  subject_id, hadm_id, icd_code, icd_version [, seq_num]
 procedures_icd as diagnoses_icd                            as diagnoses_icd
 prescriptions  subject_id, hadm_id, ndc (or drug)          same
@@ -21,7 +21,11 @@ Rules:
 
 - Admissions become visits, at ADMITTIME; every code of the admission (joined on hadm_id) belongs
   to that visit: diagnoses in seq_num order, then procedures in seq_num order, then prescriptions
-  in file order. `dedupe=True` (the default here) keeps one copy of a code per admission: the
+  in file order. Times of codes: MIMIC's diagnoses and procedure codes are assigned for billing
+  at discharge and carry no time of their own, so every code of an admission (prescriptions too,
+  conservatively) has the admission's DISCHTIME as its `code_times` entry: a prediction made
+  during an admission sees nothing of it (`behrt_hf.encoding.cut_at_times`). Without a dischtime
+  (column absent, or unparseable) the codes count from ADMITTIME. `dedupe=True` (the default here) keeps one copy of a code per admission: the
   same diagnosis listed twice, or a drug prescribed several times in a stay, is one token.
 - Codes: `ICD9CM//4019`, `ICD10CM//I10` / `ICD10CM//E11.9` (ICD-10-CM gets its dot back, the form
   of simple_icd_10_cm and of the synthetic cohort), `ICD9PCS//3893`, `ICD10PCS//0DTJ4ZZ`,
@@ -155,10 +159,17 @@ class MimicReader(CsvReaderBuilder):
 
     def _read_admissions(self) -> pa.Table:
         columns = ["subject_id", "hadm_id", "admittime"]
-        table, src = self._read_table(self._files["admissions"], columns)
+        table, src = self._read_table(self._files["admissions"], columns, ["dischtime"])
         ids = pc.cast(parse_ints(table.column("hadm_id")), pa.string())
         patients = pc.cast(parse_ints(table.column("subject_id")), pa.string())
-        return self._visits_table(table, src, ids, patients, parse_datetimes(table.column("admittime")), "admission", columns)
+        if "dischtime" in table.column_names:
+            discharge = parse_datetimes(table.column("dischtime"))
+        else:
+            self.drop_report.note("admissions has no dischtime: codes count from the admission time (a prediction "
+                                  "during an admission may see its codes)")
+            discharge = pa.nulls(table.num_rows, TIMESTAMP)
+        return self._visits_table(table, src, ids, patients, parse_datetimes(table.column("admittime")), "admission",
+                                  columns, known_times=discharge)
 
     def _unshift_ages(self, people: pa.Table, visits: pa.Table) -> pa.Table:
         """MIMIC-III: patients older than 89 appear ~300 at their first admission; give them `shifted_age`."""

@@ -10,7 +10,8 @@ present (`tables=` picks which).
 Rules:
 
 - Encounters become visits, at the encounter's START; each event joins the visit of its ENCOUNTER
-  (its own date is not used). Within a visit: conditions, procedures, medications, observations
+  (its own date is not used) and has the encounter's STOP as its `code_times` entry (when the
+  column is there), so a prediction during an encounter sees none of its codes. Within a visit: conditions, procedures, medications, observations
   (the order of `tables`), each in file order. `dedupe=True` (the default here) keeps one copy of
   a code per encounter (e.g. repeated vital-sign observations).
 - Codes: the SYSTEM column when the table has one (Synthea 3.x: `SNOMED-CT` -> `SNOMED`,
@@ -104,9 +105,11 @@ class SyntheaReader(CsvReaderBuilder):
             table, src, table.column("id"), normalize_sex(table.column("gender")), parse_datetimes(table.column("birthdate")), columns
         )
         columns = ["id", "start", "patient"]
-        table, src = self._read_table(self._files["encounters"], columns)
+        table, src = self._read_table(self._files["encounters"], columns, ["stop"])
+        stop = parse_datetimes(table.column("stop")) if "stop" in table.column_names else None
         visits = self._visits_table(
-            table, src, table.column("id"), table.column("patient"), parse_datetimes(table.column("start")), "encounter", columns
+            table, src, table.column("id"), table.column("patient"), parse_datetimes(table.column("start")), "encounter", columns,
+            known_times=stop,
         )
         events = []
         for name in self.config.tables:

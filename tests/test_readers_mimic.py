@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta
 
+import pyarrow as pa
 import pytest
 from _readers_testutils import patients_by_id, visit, write_csv
 
@@ -66,13 +67,24 @@ def test_mimic_iii(mimic_iii, tmp_path):
     b10 = T(2100, 1, 1)
     b11 = T(2101, 6, 1) - timedelta(microseconds=round(91.4 * SECONDS_PER_YEAR * 1e6))  # 91.4 at the first admission
     by_id = patients_by_id(splits)
+    # every code of an admission is known at its discharge (code_times); no dischtime: at the admission
     assert by_id["10"] == {"patient_id": "10", "sex": "F", "visits": [
-        visit(T(2140, 1, 1, 8), b10, ["ICD9CM//V5861"]),
+        dict(visit(T(2140, 1, 1, 8), b10, ["ICD9CM//V5861"]), code_times=[T(2140, 1, 2, 8)]),
         # seq_num order, one copy per admission (dedupe), then prescriptions
-        visit(T(2150, 3, 1, 10), b10, ["ICD9CM//25000", "ICD9CM//4019", "NDC//00338001702"])]}
+        dict(visit(T(2150, 3, 1, 10), b10, ["ICD9CM//25000", "ICD9CM//4019", "NDC//00338001702"]),
+             code_times=[T(2150, 3, 5, 10)] * 3)]}
     # DOB shifted (age ~300 at the first admission): re-anchored at 91.4, later admissions keep their spacing
     assert by_id["11"] == {"patient_id": "11", "sex": "M", "visits": [
-        visit(T(2101, 6, 1), b11, ["ICD9CM//E8798"]), visit(T(2105, 6, 1), b11, ["ICD9CM//0389"])]}
+        dict(visit(T(2101, 6, 1), b11, ["ICD9CM//E8798"]), code_times=None),
+        dict(visit(T(2105, 6, 1), b11, ["ICD9CM//0389"]), code_times=None)]}
+    # a prediction during admission 100 sees nothing of it; after its discharge, all of it
+    from behrt_hf.encoding import cut_at_times
+
+    table = pa.Table.from_pylist([by_id["10"]] * 2, schema=splits["train"].features.arrow_schema
+                                 if "10" in splits["train"]["patient_id"] else splits["test"].features.arrow_schema)
+    cut = cut_at_times(table, pa.array([T(2150, 3, 4), T(2150, 3, 5, 10)], pa.timestamp("us"))).to_pylist()
+    assert [[v["codes"] for v in p["visits"]] for p in cut] == [
+        [["ICD9CM//V5861"]], [["ICD9CM//V5861"], ["ICD9CM//25000", "ICD9CM//4019", "NDC//00338001702"]]]
     assert by_id["11"]["visits"][0]["age"] == pytest.approx(91.4)
     assert set(by_id) == {"10", "11"}
     report = splits.drop_report
@@ -171,9 +183,11 @@ def test_mimic_iv(mimic_iv, tmp_path):
     b1, b2 = T(2100, 1, 1), T(2069, 1, 1)  # 1 January of anchor_year - anchor_age
     assert by_id == {
         "1": {"patient_id": "1", "sex": "F", "visits": [
-            visit(T(2148, 1, 1), b1, ["ICD9CM//25000"]),
-            visit(T(2150, 5, 1, 10), b1, ["ICD10CM//E11.9", "ICD10CM//I10", "ICD9CM//4019", "ICD10PCS//0DTJ4ZZ", "NDC//00338001702"])]},
-        "2": {"patient_id": "2", "sex": "M", "visits": [visit(T(2160, 1, 1), b2, ["ICD10CM//I10", "ICD9PCS//3893"])]},
+            dict(visit(T(2148, 1, 1), b1, ["ICD9CM//25000"]), code_times=None),  # no dischtime
+            dict(visit(T(2150, 5, 1, 10), b1, ["ICD10CM//E11.9", "ICD10CM//I10", "ICD9CM//4019", "ICD10PCS//0DTJ4ZZ",
+                                                "NDC//00338001702"]), code_times=[T(2150, 5, 3, 10)] * 5)]},
+        "2": {"patient_id": "2", "sex": "M", "visits": [
+            dict(visit(T(2160, 1, 1), b2, ["ICD10CM//I10", "ICD9PCS//3893"]), code_times=None)]},
     }
     report = splits.drop_report
     assert report.invalid == Counter({

@@ -66,11 +66,14 @@ def test_synthea(synthea, tmp_path):
     b1, b2 = T(1980, 5, 17), T(1990, 1, 1)
     assert by_id == {
         "p-1": {"patient_id": "p-1", "sex": "F", "visits": [
-            visit(T(2010, 1, 1, 9), b1, ["SNOMED//38341003"]),
+            # codes are known at the encounter's STOP (code_times); no STOP: at its START
+            dict(visit(T(2010, 1, 1, 9), b1, ["SNOMED//38341003"]), code_times=[T(2010, 1, 1, 9, 30)]),
             # conditions, procedures, medications, observations; one copy of a code per encounter
-            visit(T(2020, 1, 1, 9), b1, ["SNOMED//44054006", "ICD10CM//E11.9", "RXNORM//860975", "LOINC//8302-2"]),
-            visit(T(2020, 1, 1, 9), b1, ["LOINC//29463-7"])]},  # a second encounter at the same time
-        "p-2": {"patient_id": "p-2", "sex": "M", "visits": [visit(T(2000, 1, 1), b2, ["LOINC//29463-7"])]},
+            dict(visit(T(2020, 1, 1, 9), b1, ["SNOMED//44054006", "ICD10CM//E11.9", "RXNORM//860975", "LOINC//8302-2"]),
+                 code_times=[T(2020, 1, 1, 10)] * 4),
+            dict(visit(T(2020, 1, 1, 9), b1, ["LOINC//29463-7"]), code_times=None)]},  # a second encounter, same time
+        "p-2": {"patient_id": "p-2", "sex": "M", "visits": [
+            dict(visit(T(2000, 1, 1), b2, ["LOINC//29463-7"]), code_times=None)]},
     }
     report = splits.drop_report
     assert report.invalid == Counter({
@@ -104,7 +107,8 @@ def test_a_reader_prepares_twice(synthea, tmp_path):
 
 def test_synthea_options_and_errors(synthea, tmp_path):
     by_id = patients_by_id(load_synthea(synthea, tables=["medications"], dedupe=False, cache_dir=tmp_path))
-    assert by_id == {"p-1": {"patient_id": "p-1", "sex": "F", "visits": [visit(T(2020, 1, 1, 9), T(1980, 5, 17), ["RXNORM//860975"])]}}
+    assert by_id == {"p-1": {"patient_id": "p-1", "sex": "F", "visits": [
+        dict(visit(T(2020, 1, 1, 9), T(1980, 5, 17), ["RXNORM//860975"]), code_times=[T(2020, 1, 1, 10)])]}}
     with pytest.raises(ReaderError, match=r"patients\.csv line 4 \(id='p-3'"):
         load_synthea(synthea, strict=True, cache_dir=tmp_path)
     with pytest.raises(MissingFileError, match="none of the event tables procedures.csv"):

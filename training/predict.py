@@ -188,7 +188,7 @@ def run(args: PredictArguments) -> dict:
     report.save(output_dir / "drop_report.json")
 
     schema = output_schema(kind)
-    forward_seconds = 0.0
+    forward_seconds, loop_started = 0.0, time.perf_counter()
     with pq.ParquetWriter(output_dir / PREDICTIONS_FILE, schema) as writer, \
             tqdm(total=rows, desc="Predicting", unit="rows") as progress, torch.inference_mode():
         for split in chosen:
@@ -201,12 +201,14 @@ def run(args: PredictArguments) -> dict:
                 forward_seconds += time.perf_counter() - tick
                 writer.write_table(predictions_table(batch, logits, kind, schema))
                 progress.update(batch.num_rows)
-    elapsed = time.time() - started
+    pipeline_seconds = time.perf_counter() - loop_started - forward_seconds  # gather, cut, encode, pad, write
     summary = {"model": args.model_name_or_path, "source": args.source, "labels": args.labels_dir, "split": args.split,
-               "problem": kind.problem, "rows": rows, "skipped": dict(report.counts), "seconds": elapsed,
-               "model_forward_seconds": forward_seconds, "output": str(output_dir / PREDICTIONS_FILE)}
+               "problem": kind.problem, "rows": rows, "skipped": dict(report.counts), "seconds": time.time() - started,
+               "model_forward_seconds": forward_seconds, "pipeline_seconds": pipeline_seconds,
+               "output": str(output_dir / PREDICTIONS_FILE)}
     (output_dir / "predict_summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"wrote {rows} predictions to {output_dir / PREDICTIONS_FILE}")
+    print(f"wrote {rows} predictions to {output_dir / PREDICTIONS_FILE}: model {rows / max(forward_seconds, 1e-9):,.0f} "
+          f"rows/s, the pipeline around it {rows / max(pipeline_seconds, 1e-9):,.0f} rows/s")
     return summary
 
 
