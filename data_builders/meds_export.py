@@ -9,7 +9,22 @@ Layout (validated with the ``meds`` package's schemas)::
     metadata/codes.parquet                     code, description, parent_codes
     metadata/dataset.json
     metadata/subject_splits.parquet            subject_id, split
-    labels/<task>.parquet                      MEDS label files: subject_id, prediction_time, boolean_value
+    labels/<task>/<split>/0.parquet            MEDS label files (``meds.LabelSchema``, exactly its columns):
+                                               subject_id, prediction_time, boolean_value
+    oracle/<task>/<split>.parquet              the generator's true probability of each label row, in
+                                               meds-evaluation's prediction format (see below)
+
+Each task (`behrt_hf.data_builders.synthetic.TASKS`) is written as ACES writes a task:
+``labels/<task>/`` is a labels folder to pass as ``--labels_dir`` (or MEDS-DEV's ``{labels_dir}``), one
+row per patient the task applies to (``index_visit_<task> >= 0``), ``prediction_time`` = the index
+visit's time (every event of that visit may be used, none later) and ``boolean_value`` =
+``label_<task>``. Label files allow no extra columns, so the oracle (``oracle_<task>``, the label's
+Bayes-optimal probability given that history) lives outside the labels folder, as a file
+meds-evaluation can score directly: ``subject_id, prediction_time, boolean_value,
+predicted_boolean_value (oracle >= 0.5), predicted_boolean_probability (oracle, float64)``, the same rows as
+``labels/<task>/<split>/0.parquet``. ``meds-evaluation-cli predictions_path=<out>/oracle/<task>/held_out.parquet
+output_file=oracle.json`` gives the best score any model can reach on the held-out label rows; join a
+model's ``predictions.parquet`` on (subject_id, prediction_time) to compare row by row.
 
 Conventions (`behrt_hf.schema`), so that cohort -> MEDS -> reader is an exact round trip:
 ``subject_id`` is the patient index (``patient_id`` is its decimal string); sex is a static event
@@ -30,6 +45,7 @@ import os
 import shutil
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from behrt_hf.schema import MEDS_BIRTH_CODE, MEDS_GENDER_PREFIX, MEDS_SPLIT_NAMES
@@ -118,10 +134,59 @@ def codes_metadata() -> pa.Table:
     })
 
 
-def _write_metadata(output_dir: str, name: str, config: SyntheticEHRConfig, split_ids: list, split_names: list,
-                    labels: dict) -> None:
-    """metadata/{subject_splits.parquet, codes.parquet, dataset.json} and labels/<task>.parquet, each validated."""
-    from meds import CodeMetadataSchema, DatasetMetadataSchema, LabelSchema, SubjectSplitSchema
+class _TaskRows:
+    """One task's label rows of one split, collected while the cohort streams past (four columns)."""
+
+    def __init__(self):
+        self.ids, self.times, self.labels, self.oracle = [], [], [], []
+
+    def add(self, subject_id: int, time: dt.datetime, label: int, oracle: float) -> None:
+        self.ids.append(subject_id)
+        self.times.append(_micros(time))
+        self.labels.append(bool(label))
+        self.oracle.append(oracle)
+
+    def labels_table(self) -> pa.Table:
+        """The MEDS label rows: exactly ``subject_id, prediction_time, boolean_value``."""
+        return pa.table({
+            "subject_id": pa.array(self.ids, pa.int64()),
+            "prediction_time": pa.array(self.times, pa.int64()).cast(pa.timestamp("us")),
+            "boolean_value": pa.array(self.labels, pa.bool_()),
+        })
+
+    def oracle_table(self) -> pa.Table:
+        """The same rows scored by the oracle, in meds-evaluation's prediction columns. The probability is
+        the generator's float32 widened to float64 (exact): meds-evaluation 0.0.3, which MEDS-DEV pins,
+        accepts only float64 there; 0.0.4+ casts it to float32."""
+        probability = pa.array(self.oracle, pa.float32()).cast(pa.float64())
+        return self.labels_table().append_column(
+            "predicted_boolean_value", pc.greater_equal(probability, 0.5)
+        ).append_column("predicted_boolean_probability", probability)
+
+
+def _write_task_files(output_dir: str, task: str, rows_by_split: dict) -> None:
+    """labels/<task>/<split>/0.parquet (validated with ``meds.LabelSchema``) and oracle/<task>/<split>.parquet.
+
+    Every MEDS split gets its file, empty when the task has no rows there, so the layout never depends
+    on the cohort size.
+    """
+    from meds import LabelSchema
+
+    for split, rows in rows_by_split.items():
+        meds_split = MEDS_SPLIT_NAMES[split]
+        labels = rows.labels_table()
+        LabelSchema.validate(labels)
+        label_dir = os.path.join(output_dir, "labels", task, meds_split)
+        os.makedirs(label_dir, exist_ok=True)
+        pq.write_table(labels, os.path.join(label_dir, "0.parquet"))
+        oracle_dir = os.path.join(output_dir, "oracle", task)
+        os.makedirs(oracle_dir, exist_ok=True)
+        pq.write_table(rows.oracle_table(), os.path.join(oracle_dir, f"{meds_split}.parquet"))
+
+
+def _write_metadata(output_dir: str, name: str, config: SyntheticEHRConfig, split_ids: list, split_names: list) -> None:
+    """metadata/{subject_splits.parquet, codes.parquet, dataset.json}, each validated."""
+    from meds import CodeMetadataSchema, DatasetMetadataSchema, SubjectSplitSchema
 
     splits_table = pa.table({"subject_id": pa.array(split_ids, pa.int64()), "split": pa.array(split_names)})
     SubjectSplitSchema.validate(splits_table)
@@ -129,15 +194,6 @@ def _write_metadata(output_dir: str, name: str, config: SyntheticEHRConfig, spli
     codes_table = codes_metadata()
     CodeMetadataSchema.validate(codes_table)
     pq.write_table(codes_table, os.path.join(output_dir, "metadata", "codes.parquet"))
-    os.makedirs(os.path.join(output_dir, "labels"), exist_ok=True)
-    for task, (ids, when, value) in labels.items():
-        table = pa.table({
-            "subject_id": pa.array(ids, pa.int64()),
-            "prediction_time": pa.array(when, pa.int64()).cast(pa.timestamp("us")),
-            "boolean_value": pa.array(value, pa.bool_()),
-        })
-        LabelSchema.validate(table)
-        pq.write_table(table, os.path.join(output_dir, "labels", f"{task}.parquet"))
 
     import meds
 
@@ -166,9 +222,10 @@ def export_meds(
     subjects_per_shard: int = 10000,
     overwrite: bool = False,
 ) -> dict:
-    """Generate a synthetic cohort and write it to ``output_dir`` as a MEDS dataset.
+    """Generate a synthetic cohort and write it to ``output_dir`` as a MEDS dataset, its tasks as label folders.
 
-    Returns a summary: subjects per split, events, data files written.
+    Returns a summary: subjects per split, events, data files written, label rows per task and split
+    (keyed by MEDS split name).
     """
     if name not in CONFIG_SIZES:
         raise ValueError(f"unknown config {name!r}; choose one of {list(CONFIG_SIZES)}")
@@ -184,7 +241,7 @@ def export_meds(
 
     writers = {s: _ShardWriter(output_dir, MEDS_SPLIT_NAMES[s], subjects_per_shard) for s in SPLITS}
     split_ids, split_names = [], []
-    labels = {t: ([], [], []) for t in TASKS}
+    task_rows = {t: {s: _TaskRows() for s in SPLITS} for t in TASKS}
     counts = {s: 0 for s in SPLITS}
     for index in range(config.num_patients):
         split = split_of(index, config.split_fractions)
@@ -195,19 +252,19 @@ def export_meds(
         split_names.append(MEDS_SPLIT_NAMES[split])
         counts[split] += 1
         for task in TASKS:
-            idx, label, _ = record.tasks[task]
+            idx, label, oracle = record.tasks[task]
             if idx >= 0:
-                ids, when, value = labels[task]
-                ids.append(index)
-                when.append(_micros(times[idx]))
-                value.append(bool(label))
+                task_rows[task][split].add(index, times[idx], label, oracle)
     for w in writers.values():
         w.flush()
 
-    _write_metadata(output_dir, name, config, split_ids, split_names, labels)
+    _write_metadata(output_dir, name, config, split_ids, split_names)
+    for task, rows_by_split in task_rows.items():
+        _write_task_files(output_dir, task, rows_by_split)
     files = [p for w in writers.values() for p in w.files]
     events = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
-    return {"subjects": counts, "events": events, "files": files, "output_dir": output_dir}
+    label_rows = {t: {MEDS_SPLIT_NAMES[s]: len(r.ids) for s, r in by_split.items()} for t, by_split in task_rows.items()}
+    return {"subjects": counts, "events": events, "files": files, "label_rows": label_rows, "output_dir": output_dir}
 
 
 __all__ = ["codes_metadata", "export_meds"]

@@ -48,7 +48,15 @@ def test_layout_validates_with_meds_schemas(exported):
     with open(os.path.join(root, "metadata", "dataset.json")) as f:
         DatasetMetadataSchema.validate(json.load(f))
     for task in TASKS:
-        LabelSchema.validate(pq.read_table(os.path.join(root, "labels", f"{task}.parquet")))
+        for split in MEDS_SPLIT_NAMES.values():
+            table = pq.read_table(os.path.join(root, "labels", task, split, "0.parquet"))
+            LabelSchema.validate(table)
+            assert table.column_names == ["subject_id", "prediction_time", "boolean_value"]  # no extra columns
+            assert len(table) == summary["label_rows"][task][split] > 0
+    # the labels folder holds label files only (a reader takes every **/*.parquet under it)
+    assert sorted(os.path.relpath(os.path.join(d, f), os.path.join(root, "labels"))
+                  for d, _, fs in os.walk(os.path.join(root, "labels")) for f in fs) == sorted(
+        os.path.join(t, s, "0.parquet") for t in TASKS for s in MEDS_SPLIT_NAMES.values())
     assert summary["subjects"] == {"train": 160, "validation": 20, "test": 20}
     assert len([f for f in files if "/train/" in f]) == 4  # 160 subjects, 50 per shard
 
@@ -113,17 +121,59 @@ def test_round_trip_is_exact(exported, tiny):
     assert not back
 
 
-def test_label_files_match_task_columns(exported, tiny):
+def _expected_task_rows(ds, task):
+    """(subject_id, prediction_time, label, oracle) of every patient the task applies to, from the cohort's columns."""
+    return sorted(
+        (int(r["patient_id"]), r["visits"][r[f"index_visit_{task}"]]["time"], bool(r[f"label_{task}"]), r[f"oracle_{task}"])
+        for r in ds.to_list() if r[f"index_visit_{task}"] >= 0
+    )
+
+
+def test_label_folders_match_task_columns(exported, tiny):
     root, _ = exported
-    rows = {r["patient_id"]: r for ds in tiny.values() for r in ds.to_list()}
     for task in TASKS:
-        table = pq.read_table(os.path.join(root, "labels", f"{task}.parquet")).to_pylist()
-        included = {pid: r for pid, r in rows.items() if r[f"index_visit_{task}"] >= 0}
-        assert len(table) == len(included)
-        for lab in table:
-            row = included[str(lab["subject_id"])]
-            assert lab["prediction_time"] == row["visits"][row[f"index_visit_{task}"]]["time"]
-            assert lab["boolean_value"] == bool(row[f"label_{task}"])
+        for split, ds in tiny.items():
+            expected = _expected_task_rows(ds, task)
+            assert expected, f"tiny has no {task} rows in {split}: the test would prove nothing"
+            labels = pq.read_table(os.path.join(root, "labels", task, MEDS_SPLIT_NAMES[split], "0.parquet")).to_pylist()
+            got = sorted((r["subject_id"], r["prediction_time"], r["boolean_value"]) for r in labels)
+            assert got == [e[:3] for e in expected]
+            assert len({(r[0], r[1]) for r in got}) == len(got)  # one row per (subject, prediction time)
+
+
+def test_oracle_files_are_scoreable_predictions_of_the_same_rows(exported, tiny):
+    from meds_evaluation.schema import PredictionSchema
+
+    root, _ = exported
+    for task in TASKS:
+        for split, ds in tiny.items():
+            meds_split = MEDS_SPLIT_NAMES[split]
+            table = pq.read_table(os.path.join(root, "oracle", task, f"{meds_split}.parquet"))
+            PredictionSchema.align(table)  # what meds-evaluation 0.0.6 does with a file (float64 -> float32)
+            assert table.column_names == ["subject_id", "prediction_time", "boolean_value", "predicted_boolean_value",
+                                          "predicted_boolean_probability"]
+            labels = pq.read_table(os.path.join(root, "labels", task, meds_split, "0.parquet"))
+            assert table.select(labels.column_names).equals(labels)  # the same rows, in the same order
+            rows = sorted(table.to_pylist(), key=lambda r: r["subject_id"])
+            expected = _expected_task_rows(ds, task)
+            assert table.schema.field("predicted_boolean_probability").type == pa.float64()  # meds-evaluation 0.0.3
+            assert [r["predicted_boolean_probability"] for r in rows] == [e[3] for e in expected]  # exact
+            assert [r["predicted_boolean_value"] for r in rows] == [e[3] >= 0.5 for e in expected]
+
+
+def test_oracle_scores_with_meds_evaluation(exported):
+    """The oracle file goes through meds-evaluation unchanged; its AUROC is sklearn's on the same rows."""
+    import polars as pl
+    from meds_evaluation.evaluate import evaluate_binary_classification
+    from sklearn.metrics import roc_auc_score
+
+    root, _ = exported
+    path = os.path.join(root, "oracle", "fall_1y", "train.parquet")
+    table = pq.read_table(path)
+    assert 0 < sum(table.column("boolean_value").to_pylist()) < len(table)  # both classes, or AUROC is undefined
+    result = evaluate_binary_classification(pl.read_parquet(path))
+    ours = roc_auc_score(table.column("boolean_value").to_numpy(), table.column("predicted_boolean_probability").to_numpy())
+    assert abs(result["samples_equally_weighted"]["roc_auc_score"] - ours) < 1e-9
 
 
 def test_refuses_to_overwrite_and_bad_input(exported, tmp_path):
@@ -141,7 +191,8 @@ def test_refuses_to_overwrite_and_bad_input(exported, tmp_path):
 def test_cli(tmp_path, capsys):
     out = str(tmp_path / "cli")
     assert synthetic_export.main(["--output_dir", out, "--synthetic", "tiny", "--num_patients", "12", "--seed", "3"]) == 0
-    assert "12 subjects" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "12 subjects" in printed and f"labels/{TASKS[0]}:" in printed
     ids = pq.read_table(os.path.join(out, "metadata", "subject_splits.parquet")).column("subject_id").to_pylist()
     assert sorted(ids) == list(range(12))
     with pytest.raises(SystemExit, match="is not empty"):

@@ -1,5 +1,10 @@
 """Write a synthetic cohort as a MEDS dataset: the CLI over `behrt_hf.data_builders.meds_export.export_meds`.
 
+Besides the data and metadata it writes each task as a MEDS labels folder, ``labels/<task>/<split>/0.parquet``
+(prediction time = the index visit's time), and the oracle's probabilities for the same rows as
+``oracle/<task>/<split>.parquet`` (meds-evaluation's prediction format); the layout is documented in
+`behrt_hf.data_builders.meds_export`.
+
     behrt-synthetic-export --output_dir out/meds_small --synthetic small --seed 0
     python -m behrt_hf.training.synthetic_export --output_dir out/meds_tiny --synthetic tiny
 """
@@ -40,6 +45,8 @@ def run(args: ExportArguments) -> dict:
                           args.subjects_per_shard, args.overwrite)
     print(f"wrote {summary['events']:,} events for {sum(summary['subjects'].values()):,} subjects "
           f"({', '.join(f'{k}={v}' for k, v in summary['subjects'].items())}) to {summary['output_dir']}")
+    for task, rows in summary["label_rows"].items():
+        print(f"  labels/{task}: {', '.join(f'{k}={v}' for k, v in rows.items())} label rows; oracle/{task}/<split>.parquet")
     return summary
 
 
