@@ -33,6 +33,7 @@ unchanged by the shift.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from .encoding import cut_at_times, exclusive_cumsum, first_event_times, visits_
 from .labels import PROBLEMS, value_column
 from .metrics import compute_binary_metrics
 from .schema import MEDS_SPLIT_NAMES
+
+logger = logging.getLogger(__name__)
 
 SPLIT_FROM_MEDS = {meds_name: name for name, meds_name in MEDS_SPLIT_NAMES.items()}
 TIMESTAMP_US = pa.timestamp("us")
@@ -498,3 +501,13 @@ __all__ = [
     "imbalance_logit_shift", "label_subset", "report_splits", "shift_classifier_bias", "summarize",
     "write_predictions",
 ]
+
+
+def fitted_max_length(requested: int, tokenizer) -> int:
+    """`requested`, capped at the tokens the model was built for (`tokenizer.model_max_length`): a model
+    pretrained at 64 tokens cannot read 256, and the default `--max_length` must not make it try."""
+    if requested > tokenizer.model_max_length:
+        logger.warning("--max_length %d exceeds the model's %d tokens: using %d", requested,
+                       tokenizer.model_max_length, tokenizer.model_max_length)
+        return tokenizer.model_max_length
+    return requested

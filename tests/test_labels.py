@@ -269,3 +269,15 @@ def test_the_filled_value_column_chooses_the_problem(label_setup, tmp_path, valu
         assert set(written.column("predicted_categorical_value").to_pylist()) <= {"a", "b", "c"}
         np.testing.assert_allclose([sum(p) for p in written.column("predicted_class_probabilities").to_pylist()], 1,
                                    rtol=1e-5)
+
+
+def test_max_length_is_capped_at_the_models_tokens(task_cohort):
+    """The default --max_length (256) must not outrun a model pretrained at fewer tokens."""
+    from behrt_hf.tasks import fitted_max_length
+
+    _, splits = task_cohort
+    tokenizer = BehrtTokenizerFast.build_vocab(splits["train"], model_max_length=16)
+    assert fitted_max_length(256, tokenizer) == 16
+    assert fitted_max_length(12, tokenizer) == 12
+    patient = splits["train"][0]
+    assert len(tokenizer.encode_patient(patient, fitted_max_length(256, tokenizer))["input_ids"]) <= 16

@@ -44,6 +44,7 @@ from behrt_hf.tasks import (
     Task,
     balanced_sampler,
     encode_samples,
+    fitted_max_length,
     format_report,
     join_labels,
     label_subset,
@@ -176,7 +177,8 @@ def run(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments, tr
     cohort = data_args.load_cohort()
     kind, patients, samples = task_samples(data_args, cohort, saved_label_kind(model_args, training_args))
     tokenizer = load_tokenizer(model_args, data_args, cohort)
-    encode = functools.partial(encode_samples, tokenizer=tokenizer, max_length=data_args.max_length,
+    encode = functools.partial(encode_samples, tokenizer=tokenizer,
+                               max_length=fitted_max_length(data_args.max_length, tokenizer),
                                num_proc=data_args.preprocessing_num_workers)
     labelled_train = label_subset(samples["train"], data_args.label_fraction, "labels", training_args.seed,
                                   kind.problem)

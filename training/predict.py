@@ -44,7 +44,15 @@ from behrt_hf import BehrtForSequenceClassification, BehrtTokenizerFast
 from behrt_hf.encoding import TOKEN_COLUMNS, pad_value
 from behrt_hf.labels import read_labels
 from behrt_hf.schema import MEDS_SPLIT_NAMES
-from behrt_hf.tasks import SPLIT_FROM_MEDS, LabelKind, encode_sample_batch, join_labels, load_label_kind, softmax
+from behrt_hf.tasks import (
+    SPLIT_FROM_MEDS,
+    LabelKind,
+    encode_sample_batch,
+    fitted_max_length,
+    join_labels,
+    load_label_kind,
+    softmax,
+)
 from behrt_hf.training.arguments import CohortArguments, parse_args
 
 logger = logging.getLogger("behrt_hf.predict")
@@ -174,6 +182,7 @@ def run(args: PredictArguments) -> dict:
     device = args.torch_device()
     model.to(device)
 
+    max_length = fitted_max_length(args.max_length, tokenizer)
     cohort = args.load_cohort()
     labels, report = read_labels(args.labels_dir, strict=args.strict_labels, split_column=args.label_split_column)
     patients, samples, kind = join_labels(cohort, labels, report, kind, split_column=args.label_split_column)
@@ -194,7 +203,7 @@ def run(args: PredictArguments) -> dict:
         for split in chosen:
             for start in range(0, len(split), args.batch_size):
                 batch = split.with_format("arrow")[start:start + args.batch_size]
-                encoded = encode_sample_batch(batch, patients, tokenizer, args.max_length)
+                encoded = encode_sample_batch(batch, patients, tokenizer, max_length)
                 inputs = {k: v.to(device) for k, v in padded_batch(encoded, tokenizer.pad_token_id).items()}
                 tick = time.perf_counter()
                 logits = model(**inputs).logits.float().cpu().numpy()
