@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .metrics import compute_binary_metrics
+from .stats import age_bands, format_subgroups, subgroup_metrics
 
 CLASS_IMBALANCE = ("pos_weight", "sampler", "none")
 
@@ -83,7 +84,7 @@ class Task:
     def encode(self, split: datasets.Dataset, tokenizer, max_length: int, num_proc: int | None = None,
                desc: str = "") -> datasets.Dataset:
         """Model inputs cut at each patient's index visit, with `labels`, `patient_id` and `oracle` (if any)."""
-        keep = {self.label: "labels", self.oracle: "oracle", "patient_id": "patient_id"}  # column -> its new name
+        keep = {self.label: "labels", self.oracle: "oracle", "patient_id": "patient_id", "sex": "sex"}  # -> new name
         encoded = split.map(
             tokenizer.encode_patients,
             batched=True,
@@ -183,15 +184,20 @@ def report_splits(trainer, splits: Mapping[str, datasets.Dataset], model_name: s
                   output_dir: str | Path | None = None) -> tuple[dict, dict]:
     """Predict every encoded split with `trainer`; score the model (and the oracle, where known).
 
-    Returns the report (split -> {"model", "oracle", "gap_to_oracle_auroc"}) and the curves of each
-    split ({model_name or "oracle": (probabilities, labels)}) for `plot_binary_predictions`.
-    Writes `predictions_<split>.json` into `output_dir` when one is given.
+    Returns the report (split -> {"model", "oracle", "gap_to_oracle_auroc", "subgroups"}) and the
+    curves of each split ({model_name or "oracle": (probabilities, labels)}) for
+    `plot_binary_predictions`. `subgroups`: the model's AUROC and calibration by sex and age band
+    at the index visit (`subgroup_columns`). Writes `predictions_<split>.json` into `output_dir`
+    when one is given.
     """
     report, curves = {}, {}
     for name, dataset in splits.items():
         probs = sigmoid(trainer.predict(dataset).predictions.reshape(-1))
         y = np.asarray(dataset["labels"])
         report[name] = {"model": compute_binary_metrics(probs, y)}
+        groupings = subgroup_columns(dataset, getattr(trainer, "processing_class", None))
+        if groupings:
+            report[name]["subgroups"] = subgroup_metrics(probs, y, groupings)
         curves[name] = {model_name: (probs, y)}
         if "oracle" in dataset.column_names:
             oracle = np.asarray(dataset["oracle"], dtype=np.float64)
@@ -201,6 +207,24 @@ def report_splits(trainer, splits: Mapping[str, datasets.Dataset], model_name: s
         if output_dir is not None:
             write_predictions(Path(output_dir) / f"predictions_{name}.json", dataset, probs)
     return report, curves
+
+
+def subgroup_columns(dataset: datasets.Dataset, tokenizer=None) -> dict[str, np.ndarray]:
+    """The subgroups of an encoded split: `sex` (where kept) and `age` band at the index visit.
+
+    The age is read back from the last token's age id (the index visit's: the input ends there),
+    floored to the tokenizer's age step, so bands at whole years are exact.
+    """
+    groupings = {}
+    if "sex" in dataset.column_names:
+        groupings["sex"] = np.asarray(dataset["sex"], dtype=object)
+    steps = getattr(tokenizer, "age_steps_per_year", None)
+    if steps and "age_ids" in dataset.column_names:
+        ages = dataset.select_columns(["age_ids"]).with_format("arrow")[:].column("age_ids").combine_chunks()
+        ends = ages.offsets.to_numpy()[1:] - 1  # the last token of each row
+        last_id = ages.values.to_numpy(zero_copy_only=False)[ends].astype(np.float64)
+        groupings["age"] = age_bands((last_id - 1) / steps)
+    return groupings
 
 
 def write_predictions(path: str | Path, dataset: datasets.Dataset, probabilities: np.ndarray) -> None:
@@ -232,11 +256,14 @@ def format_report(report: dict, task: str) -> str:
             if who in entry:
                 m = entry[who]
                 lines.append(f"{split:<11} {who:<7} {m['auroc']:>7.4f} {m['auprc']:>7.4f} {m['brier']:>7.4f}")
+    for split, entry in report.items():
+        if entry.get("subgroups"):
+            lines.append(format_subgroups(entry["subgroups"], title=f"{split:<11} model by subgroup:"))
     return "\n".join(lines)
 
 
 __all__ = [
     "CLASS_IMBALANCE", "ClassBalance", "Task", "balanced_sampler", "binary_compute_metrics", "format_report",
-    "imbalance_logit_shift", "label_subset", "report_splits", "shift_classifier_bias", "summarize",
-    "write_predictions",
+    "imbalance_logit_shift", "label_subset", "report_splits", "shift_classifier_bias", "subgroup_columns",
+    "summarize", "write_predictions",
 ]
