@@ -124,51 +124,60 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_metrics(scores, labels, resamples: int = 1000, seed: int = 0, level: float = 0.95,
-                      metrics=RANKING_METRICS) -> dict:
-    """Point value and percentile bootstrap interval of AUROC and AUPRC.
+def compare_models(models: Mapping[str, np.ndarray], labels, pairs=(), resamples: int = 1000, seed: int = 0,
+                   level: float = 0.95, metrics=RANKING_METRICS) -> dict:
+    """Bootstrap intervals of every model and paired differences of the `pairs` (a, b): a minus b.
 
-    `scores`: (n,) or (D, n) for D draws of a model (the value is the mean over draws). Returns
-    `{metric: {"value", "low", "high"}}` plus `resamples`, `level` and `seed`. Resamples with a
-    single class are left out of the interval.
+    `models`: name -> scores (n,) or (D, n) for D draws of a model (its value is the mean over
+    draws), all on the same patients and scored on the same resamples, so each model's metric is
+    computed once per resample whatever the number of pairs. Returns
+    `{"models": {name: {metric: {"value", "low", "high"}}}, "pairs": {(a, b): {metric:
+    {"difference", "low", "high", "p_value"}}}, "resamples", "level", "seed"}`. Resamples with a
+    single class are left out. The p-value is the bootstrap's: twice the smaller share of resamples
+    on either side of zero (with the usual +1 so that it is never 0), capped at 1; identical
+    predictions differ by exactly 0 on every resample, with p = 1.
     """
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
-    scores = _as_draws(scores)
-    _check(scores, labels)
+    names = list(models)
+    scores = [_as_draws(models[name]) for name in names]
+    for s in scores:
+        _check(s, labels)
+    values = _bootstrap(scores, labels, metrics, resamples, seed)
     ones = np.ones((1, len(labels)))
-    values = _bootstrap([scores], labels, metrics, resamples, seed)
-    out = {"resamples": resamples, "level": level, "seed": seed}
-    for m in metrics:
-        low, high = _interval(values[m][0], level)
-        out[m] = {"value": float(_metric_draws(m, scores, labels, ones)[0]), "low": low, "high": high}
+    point = {m: [float(_metric_draws(m, s, labels, ones)[0]) for s in scores] for m in metrics}
+    out = {"models": {}, "pairs": {}, "resamples": resamples, "level": level, "seed": seed}
+    for i, name in enumerate(names):
+        out["models"][name] = {m: dict(zip(("value", "low", "high"), (point[m][i], *_interval(values[m][i], level))))
+                               for m in metrics}
+    for a, b in pairs:
+        i, j = names.index(a), names.index(b)
+        out["pairs"][(a, b)] = {}
+        for m in metrics:
+            diff = values[m][i] - values[m][j]
+            diff = diff[np.isfinite(diff)]
+            side = min(int((diff <= 0).sum()), int((diff >= 0).sum()))
+            out["pairs"][(a, b)][m] = {"difference": point[m][i] - point[m][j], **dict(zip(
+                ("low", "high"), _interval(diff, level))), "p_value": min(1.0, 2 * (side + 1) / (len(diff) + 1))}
     return out
+
+
+def bootstrap_metrics(scores, labels, resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                      metrics=RANKING_METRICS) -> dict:
+    """Point value and percentile bootstrap interval of AUROC and AUPRC of one model.
+
+    `scores`: (n,) or (D, n) for D draws of a model (the value is the mean over draws). Returns
+    `{metric: {"value", "low", "high"}}` plus `resamples`, `level` and `seed`.
+    """
+    result = compare_models({"model": scores}, labels, (), resamples, seed, level, metrics)
+    return {"resamples": resamples, "level": level, "seed": seed, **result["models"]["model"]}
 
 
 def paired_bootstrap(scores_a, scores_b, labels, resamples: int = 1000, seed: int = 0, level: float = 0.95,
                      metrics=RANKING_METRICS) -> dict:
-    """A minus B on the same resampled patients: the difference, its interval and a two-sided p-value.
-
-    The p-value is the bootstrap's: twice the smaller share of resamples on either side of zero
-    (with the usual +1 so that it is never 0), capped at 1. Identical predictions give a
-    difference of exactly 0 on every resample, and p = 1.
-    """
-    labels = np.asarray(labels).astype(np.int64).reshape(-1)
-    a, b = _as_draws(scores_a), _as_draws(scores_b)
-    _check(a, labels)
-    _check(b, labels)
-    ones = np.ones((1, len(labels)))
-    values = _bootstrap([a, b], labels, metrics, resamples, seed)
-    out = {"resamples": resamples, "level": level, "seed": seed}
-    for m in metrics:
-        diff = values[m][0] - values[m][1]
-        diff = diff[np.isfinite(diff)]
-        low, high = _interval(diff, level)
-        side = min(int((diff <= 0).sum()), int((diff >= 0).sum()))
-        out[m] = {
-            "difference": float(_metric_draws(m, a, labels, ones)[0] - _metric_draws(m, b, labels, ones)[0]),
-            "low": low, "high": high, "p_value": min(1.0, 2 * (side + 1) / (len(diff) + 1)),
-        }
-    return out
+    """A minus B on the same resampled patients: `{metric: {"difference", "low", "high", "p_value"}}`
+    (see `compare_models`)."""
+    result = compare_models({"a": scores_a, "b": scores_b}, labels, [("a", "b")], resamples, seed, level, metrics)
+    return {"resamples": resamples, "level": level, "seed": seed, **result["pairs"][("a", "b")]}
 
 
 # --- calibration and subgroups ------------------------------------------------------------------
@@ -261,6 +270,7 @@ def format_subgroups(rows: list[dict], title: str = "") -> str:
 
 
 __all__ = [
-    "AGE_BAND_EDGES", "RANKING_METRICS", "age_bands", "bootstrap_metrics", "calibration", "format_subgroups",
+    "AGE_BAND_EDGES", "RANKING_METRICS", "age_bands", "bootstrap_metrics", "calibration", "compare_models",
+    "format_subgroups",
     "paired_bootstrap", "resample_counts", "subgroup_metrics", "weighted_auroc", "weighted_average_precision",
 ]

@@ -110,3 +110,16 @@ def test_subgroups_show_n_everywhere_and_no_auroc_where_a_class_is_absent():
     assert age_bands([5, 18, 39.9, 40, 80]).tolist() == ["<18", "18-39", "18-39", "40-64", "80+"]
     with pytest.raises(ValueError, match="grouping 'sex'"):
         subgroup_metrics(s, y, {"sex": sex[:10]})
+
+
+def test_compare_models_matches_the_single_and_paired_bootstraps():
+    from behrt_hf.stats import compare_models
+
+    s, y = scored()
+    t = s + np.random.default_rng(3).normal(0, 0.1, len(s))
+    both = compare_models({"s": s, "t": t}, y, [("s", "t"), ("t", "s")], resamples=100, seed=2)
+    assert both["models"]["s"]["auroc"] == {k: v for k, v in bootstrap_metrics(s, y, 100, 2)["auroc"].items()}
+    assert both["pairs"][("s", "t")]["auprc"] == paired_bootstrap(s, t, y, 100, 2)["auprc"]
+    forward, backward = both["pairs"][("s", "t")]["auroc"], both["pairs"][("t", "s")]["auroc"]
+    assert forward["difference"] == pytest.approx(-backward["difference"])
+    assert forward["low"] == pytest.approx(-backward["high"]) and forward["p_value"] == backward["p_value"]
