@@ -45,7 +45,7 @@ import numpy as np
 from behrt_hf.baselines import BASELINES, CountBaseline
 from behrt_hf.metrics import compute_binary_metrics
 from behrt_hf.plotting import plot_precision_recall, plot_roc, pyplot
-from behrt_hf.stats import age_bands, bootstrap_metrics, format_subgroups, paired_bootstrap, subgroup_metrics
+from behrt_hf.stats import age_bands, compare_models, format_subgroups, subgroup_metrics
 from behrt_hf.tracking import read_jsonl, write_summary
 from behrt_hf.training import finetune, pretrain
 from behrt_hf.training.arguments import (
@@ -288,3 +288,406 @@ def run_arm(args: BenchmarkArguments, out: Path, arm: str, cohort: str, pretrain
 
 def load_predictions(run_dir: Path, split: str = "test") -> dict:
     return json.loads((run_dir / f"predictions_{split}.json").read_text())
+
+
+# --- the labelled subsets and the count baselines ----------------------------------------------
+
+
+@dataclass
+class BenchmarkData:
+    """What every setting and draw shares: each split's eligible rows and labels, and count features."""
+
+    cohort_path: str
+    eligible_rows: dict  # split -> (P,) rows of the split that the task includes
+    labels: dict  # split -> (P,) their labels
+    features: dict  # split -> CountFeatures of the same patients, in the same order
+
+    @classmethod
+    def load(cls, cohort_path: str, task) -> BenchmarkData:
+        import datasets
+
+        from behrt_hf.count_features import CountFeaturizer
+
+        cohort = datasets.load_from_disk(cohort_path)
+        rows, labels = {}, {}
+        for name in ("train", "validation", "test"):
+            split = cohort[name].select_columns([task.label, task.index_visit])
+            eligible = task.eligible(split.add_column("row", np.arange(len(split))))
+            rows[name], labels[name] = np.asarray(eligible["row"]), np.asarray(eligible[task.label])
+        featurizer = CountFeaturizer().fit(cohort["train"], task)
+        features = {name: featurizer.transform(cohort[name], task) for name in ("train", "validation", "test")}
+        for name in features:
+            if not np.array_equal(features[name].labels, labels[name]):
+                raise ValueError(f"Count features of the {name} split do not follow its eligible patients.")
+        return cls(cohort_path, rows, labels, features)
+
+    def subsets(self, setting: Setting, seed: int) -> dict[str, np.ndarray]:
+        """The labelled patients of one draw: positions among the eligible training and validation patients."""
+        return {name: setting.rows(self.labels[name], seed) for name in ("train", "validation")}
+
+
+def labelled_cohort(data: BenchmarkData, task, subsets: dict, out: Path) -> str:
+    """The cohort a BEHRT run of one draw reads: every patient, labels only on the draw's subsets.
+
+    The other patients' labels become -1, so the task leaves them out, while the training split
+    keeps every patient (a from-scratch vocabulary is still built from all of them). The test split
+    is the cohort's own, linked, not copied.
+    """
+    import datasets
+
+    if (out / "dataset_dict.json").exists():
+        return str(out)
+    cohort = datasets.load_from_disk(data.cohort_path)
+    partial = out.with_name(out.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    for name, positions in subsets.items():
+        split = cohort[name]
+        labels = np.full(len(split), -1, dtype=np.int64)
+        keep = data.eligible_rows[name][positions]
+        labels[keep] = np.asarray(split[task.label])[keep]
+        feature = split.features[task.label]
+        split.remove_columns(task.label).add_column(task.label, labels.tolist(), feature=feature).save_to_disk(
+            str(partial / name))
+    (partial / "test").symlink_to(Path(data.cohort_path, "test").resolve(), target_is_directory=True)
+    (partial / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "validation", "test"]}))
+    partial.rename(out)
+    return str(out)
+
+
+def run_baseline(out: Path, kind: str, data: BenchmarkData, subsets: dict, seed: int) -> dict:
+    """Fit a count baseline on one draw's subsets, predict the test split; its summary (as an arm's)."""
+    import datasets
+
+    from behrt_hf.tasks import write_predictions
+
+    summary_path = out / "summary.json"
+    if summary_path.exists():
+        return json.loads(summary_path.read_text())
+    train, val = data.features["train"].select(subsets["train"]), data.features["validation"].select(subsets["validation"])
+    model = CountBaseline(kind, seed=seed).fit(train.matrix, train.labels, val.matrix, val.labels)
+    test = data.features["test"]
+    probabilities = model.predict_proba(test.matrix)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = {"patient_id": test.patient_id, "labels": test.labels.tolist()}
+    if test.oracle is not None:
+        columns["oracle"] = test.oracle.tolist()
+    write_predictions(out / "predictions_test.json", datasets.Dataset.from_dict(columns), probabilities)
+    summary = {"mode": kind, "eval": compute_binary_metrics(probabilities, test.labels),
+               "data": {"train_patients": len(train.labels), "validation_patients": len(val.labels)},
+               "model": {"trainable_parameters": None, "selected": model.selected}}
+    if test.oracle is not None:
+        summary["oracle"] = compute_binary_metrics(test.oracle, test.labels)
+    write_summary(summary_path, summary)
+    return summary
+
+
+def run_setting(args: BenchmarkArguments, root: Path, data: BenchmarkData, task, setting: Setting,
+                pretrained: str | None) -> dict[str, list[dict]]:
+    """Every arm and baseline on every draw of one setting: contender -> the draws' run summaries."""
+    runs: dict[str, list[dict]] = {name: [] for name in args.contenders}
+    for draw in range(args.draws):
+        seed = args.seed + draw
+        subsets = data.subsets(setting, seed)
+        cohort = labelled_cohort(data, task, subsets, root / "cohorts" / f"{setting.key}_d{draw}") \
+            if args.arm_names else None
+        for arm in args.arm_names:
+            print(f"== {arm} at {setting.label} labels, draw {draw}", flush=True)
+            runs[arm].append(run_arm(args, run_dir(root, arm, setting, draw), arm, cohort, pretrained, seed))
+        for kind in args.baseline_names:
+            runs[kind].append(run_baseline(run_dir(root, kind, setting, draw), kind, data, subsets, seed))
+    return runs
+
+
+# --- scoring: intervals, paired comparisons, verdicts, subgroups -------------------------------
+
+
+def aligned_predictions(out: Path, patient_ids: list[str]) -> np.ndarray:
+    """A run's test probabilities in the order of `patient_ids` (the test split's eligible patients)."""
+    p = load_predictions(out)
+    position = {pid: i for i, pid in enumerate(patient_ids)}
+    if len(p["patient_id"]) != len(patient_ids) or set(p["patient_id"]) != set(position):
+        raise ValueError(f"{out}: its test predictions are not of the benchmark's {len(patient_ids)} test patients.")
+    probabilities = np.empty(len(patient_ids))
+    probabilities[[position[pid] for pid in p["patient_id"]]] = p["probability"]
+    return probabilities
+
+
+def mean_metrics(draws: list[dict]) -> dict:
+    """The mean over draws of each metric of `compute_binary_metrics`."""
+    return {key: float(np.mean([d[key] for d in draws])) if key != "num_patients" else draws[0][key]
+            for key in draws[0]}
+
+
+def mean_subgroups(per_draw: list[list[dict]]) -> list[dict]:
+    """Subgroup rows averaged over draws (the same test patients: the same groups); None stays None."""
+    rows = []
+    for same in zip(*per_draw):
+        row = dict(same[0])
+        for key in ("mean_prediction", "auroc", "ece", "calibration_slope", "calibration_intercept"):
+            values = [r[key] for r in same]
+            row[key] = None if any(v is None for v in values) else float(np.mean(values))
+        rows.append(row)
+    return rows
+
+
+def comparison_pairs(args: BenchmarkArguments, ranking: list[str], best_baseline: str | None) -> list[tuple]:
+    """Who is compared with whom: every contender with the best count baseline and with scratch, and
+    the winner with the runner-up."""
+    pairs = [(c, best_baseline) for c in args.contenders if best_baseline and c != best_baseline]
+    pairs += [(c, "scratch") for c in args.contenders if "scratch" in args.arm_names and c != "scratch"]
+    if len(ranking) > 1:
+        pairs.append((ranking[0], ranking[1]))
+    return list(dict.fromkeys(pairs))
+
+
+def score_setting(args: BenchmarkArguments, root: Path, data: BenchmarkData, setting: Setting,
+                  runs: dict[str, list[dict]]) -> dict:
+    """One setting's table entries: mean metrics over draws, bootstrap intervals, paired differences,
+    subgroups; the best count baseline, the winner and the verdict."""
+    test = data.features["test"]
+    probs = {c: np.stack([aligned_predictions(run_dir(root, c, setting, d), test.patient_id)
+                          for d in range(args.draws)]) for c in args.contenders}
+    auroc = {c: float(np.mean([r["eval"]["auroc"] for r in runs[c]])) for c in args.contenders}
+    ranking = sorted(args.contenders, key=lambda c: -auroc[c])
+    best_baseline = max(args.baseline_names, key=auroc.get) if args.baseline_names else None
+    models = {**probs, **({"oracle": test.oracle} if test.oracle is not None else {})}
+    compared = compare_models(models, test.labels, comparison_pairs(args, ranking, best_baseline),
+                              args.bootstrap_resamples, seed=args.seed)
+    groupings = {"sex": test.sex, "age": age_bands(test.age)}
+    entries = {}
+    for c in args.contenders:
+        first = runs[c][0]
+        entries[c] = {
+            "test": mean_metrics([r["eval"] for r in runs[c]]), "ci": compared["models"][c],
+            "auroc_sd": float(np.std([r["eval"]["auroc"] for r in runs[c]], ddof=1)) if args.draws > 1 else None,
+            "draws": [r["eval"] for r in runs[c]], "oracle": first.get("oracle"),
+            "train_patients": first["data"]["train_patients"],
+            "trainable_parameters": first["model"]["trainable_parameters"],
+            "vs_best_baseline": compared["pairs"].get((c, best_baseline)),
+            "vs_scratch": compared["pairs"].get((c, "scratch")),
+            "subgroups": mean_subgroups([subgroup_metrics(p, test.labels, groupings) for p in probs[c]]),
+        }
+    runner = compared["pairs"].get((ranking[0], ranking[1])) if len(ranking) > 1 else None
+    return {"contenders": entries, "oracle_ci": compared["models"].get("oracle"), "best_baseline": best_baseline,
+            "winner": ranking[0], "runner_up": ranking[1] if len(ranking) > 1 else None,
+            "winner_vs_runner_up": runner, "resamples": args.bootstrap_resamples,
+            "verdict": verdict(setting, ranking, compared, runner)}
+
+
+def verdict(setting: Setting, ranking: list[str], compared: dict, runner: dict | None) -> str:
+    """One line: who wins at this setting, and whether its lead over the runner-up is significant."""
+    winner = ranking[0]
+    line = f"{setting.label:>9}: {winner} wins, AUROC {format_ci(compared['models'][winner]['auroc'])}"
+    if runner is None:
+        return line + " (the only contender)"
+    d = runner["auroc"]
+    significant = d["low"] > 0
+    return (line + f"; over {ranking[1]} by {format_difference(d)}: "
+            + ("significant" if significant else "not significant") + " at 95%")
+
+
+def format_ci(ci: dict | None) -> str:
+    return "-" if ci is None else f"{ci['value']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def format_difference(d: dict | None) -> str:
+    if d is None:
+        return "-"
+    return f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] p={d['p_value']:.3f}"
+
+
+# --- main, the summary and the charts ----------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from behrt_hf.tasks import Task
+
+    (args,) = parse_args((BenchmarkArguments,), argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = Path(args.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    source = args.dataset_path or f"synthetic '{args.synthetic}'"
+    args.dataset_path, test_split = saved_cohort(args, root)
+    needs_pretrained = any(ARMS[a][0] for a in args.arm_names)
+    pretrained = (args.pretrained_model or run_pretraining(args, root)) if needs_pretrained else None
+    task = Task(args.task)
+    data = BenchmarkData.load(args.dataset_path, task)
+
+    scores = {}
+    for setting in args.settings:
+        runs = run_setting(args, root, data, task, setting, pretrained)
+        scores[setting.key] = score_setting(args, root, data, setting, runs)
+
+    table = summary_table(scores, args, source, test_split)
+    (root / "SUMMARY.txt").write_text(table + "\n")
+    (root / "SUBGROUPS.txt").write_text(subgroups_text(scores, args) + "\n")
+    charts = draw_charts(root, scores, args, data)
+    summary = {
+        "task": args.task, "cohort": source, "test": test_split, "pretrained_model": pretrained,
+        "label_fractions": args.fractions, "shots": args.shot_counts, "draws": args.draws,
+        "arms": args.arm_names, "baselines": args.baseline_names, "bootstrap_resamples": args.bootstrap_resamples,
+        "winners": {key: s["winner"] for key, s in scores.items()},
+        "verdicts": {key: s["verdict"] for key, s in scores.items()},
+        "results": {key: s["contenders"] for key, s in scores.items()},
+        "comparisons": {key: {k: v for k, v in s.items() if k not in ("contenders", "verdict")}
+                        for key, s in scores.items()},
+        "charts": [str(c) for c in charts],
+    }
+    write_summary(root / "summary.json", summary)
+    print(table)
+    print("charts: " + ", ".join(str(c) for c in charts))
+    return json.loads((root / "summary.json").read_text())  # as saved: a rerun compares equal
+
+
+def summary_table(scores: dict, args: BenchmarkArguments, source: str, test_split: str) -> str:
+    """SUMMARY.txt: per setting, every contender with its intervals and comparisons; then the verdicts."""
+    first = next(iter(scores.values()))
+    test_patients = next(iter(first["contenders"].values()))["test"]["num_patients"]
+    lines = [f"task {args.task} on {source} ({test_split}: {test_patients} patients), {args.finetune_steps} steps "
+             f"per BEHRT run, {args.draws} draw(s) per setting (mean over draws; sd = spread over draws), "
+             f"95% intervals from {args.bootstrap_resamples} bootstrap resamples of the test patients",
+             f"{'labels':>9} {'who':<8} {'patients':>8} {'AUROC [95% CI]':<22} {'sd':>6} {'AUPRC [95% CI]':<22} "
+             f"{'Brier':>6} {'gap':>6}  {'vs best count: dAUROC [95% CI] p':<36}  vs scratch"]
+    for key, s in scores.items():
+        label = Setting.from_key(key).label
+        oracle = s["oracle_ci"]
+        for c, e in s["contenders"].items():
+            sd = f"{e['auroc_sd']:6.3f}" if e["auroc_sd"] is not None else f"{'-':>6}"
+            gap = f"{oracle['auroc']['value'] - e['ci']['auroc']['value']:6.3f}" if oracle else f"{'-':>6}"
+            vs_best = format_difference(e["vs_best_baseline"] and e["vs_best_baseline"]["auroc"])
+            vs_scratch = format_difference(e["vs_scratch"] and e["vs_scratch"]["auroc"])
+            lines.append(f"{label:>9} {c:<8} {e['train_patients']:>8} {format_ci(e['ci']['auroc']):<22} {sd} "
+                         f"{format_ci(e['ci']['auprc']):<22} {e['test']['brier']:6.4f} {gap}  {vs_best:<36}  "
+                         f"{vs_scratch}")
+        if oracle:
+            lines.append(f"{label:>9} {'oracle':<8} {'':>8} {format_ci(oracle['auroc']):<22} {'':>6} "
+                         f"{format_ci(oracle['auprc']):<22}")
+    lines.append("")
+    lines.append(f"who wins (best mean test AUROC; significant: the paired 95% interval of its lead excludes 0); "
+                 f"best count baseline per setting: "
+                 + ", ".join(f"{Setting.from_key(k).label} {s['best_baseline']}" for k, s in scores.items()
+                             if s["best_baseline"]))
+    lines += [s["verdict"] for s in scores.values()]
+    return "\n".join(lines)
+
+
+def subgroups_text(scores: dict, args: BenchmarkArguments) -> str:
+    """SUBGROUPS.txt: each contender's test AUROC and calibration by sex and age band at the index visit."""
+    blocks = [f"task {args.task}: test AUROC and calibration by subgroup (mean over {args.draws} draw(s)); "
+              "AUROC and the calibration fit are left out ('-') where a class is absent"]
+    for key, s in scores.items():
+        for c, e in s["contenders"].items():
+            blocks.append(format_subgroups(e["subgroups"], title=f"{Setting.from_key(key).label} {c}"))
+    return "\n\n".join(blocks)
+
+
+def draw_charts(root: Path, scores: dict, args: BenchmarkArguments, data: BenchmarkData) -> list[Path]:
+    """ROC and PR curves per setting (draw 0; the legend gives each one's interval over draws), AUROC
+    bars with 95% intervals, AUROC against shots, and the BEHRT runs' validation curves."""
+    test = data.features["test"]
+    charts = []
+    for key, s in scores.items():
+        setting = Setting.from_key(key)
+        title = f"{setting.label} labels" + (", draw 0" if args.draws > 1 else "")
+        for metric, plot, suffix in (("auroc", plot_roc, "roc"), ("auprc", plot_precision_recall, "pr")):
+            curves = {f"{c} {interval(e['ci'][metric])}": (aligned_predictions(run_dir(root, c, setting, 0),
+                                                                               test.patient_id), test.labels)
+                      for c, e in s["contenders"].items()}
+            if s["oracle_ci"]:
+                curves[f"oracle {interval(s['oracle_ci'][metric])}"] = (test.oracle, test.labels)
+            prefix = f"labels{float(key):g}_" if setting.shots is None else f"shots{setting.shots}_"
+            charts.append(plot(curves, root / f"{prefix}{suffix}.png", title=f"{title}, 95% CI in brackets"))
+    charts.append(auroc_bars(root, scores, args))
+    if args.shot_counts:
+        charts.append(auroc_against_shots(root, scores, args))
+    if args.arm_names:
+        charts.append(training_curves(root, scores, args))
+    return charts
+
+
+def interval(ci: dict) -> str:
+    return f"[{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def oracle_auroc(scores: dict) -> float | None:
+    return next((s["oracle_ci"]["auroc"]["value"] for s in scores.values() if s["oracle_ci"]), None)
+
+
+def auroc_bars(root: Path, scores: dict, args: BenchmarkArguments) -> Path:
+    """Contenders side by side per setting, each bar with its 95% interval; the oracle as a line."""
+    plt = pyplot()
+    keys, names = list(scores), args.contenders
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(keys) + 2), 4.2))
+    for i, name in enumerate(names):
+        cis = [scores[k]["contenders"][name]["ci"]["auroc"] for k in keys]
+        values = np.array([ci["value"] for ci in cis])
+        errors = np.array([[ci["value"] - ci["low"] for ci in cis], [ci["high"] - ci["value"] for ci in cis]])
+        ax.bar(np.arange(len(keys)) + i * width, values, width, yerr=errors, capsize=2, label=name,
+               hatch="//" if name in args.baseline_names else None)
+    oracle = oracle_auroc(scores)
+    if oracle is not None:
+        ax.axhline(oracle, color="black", linestyle="--", label=f"oracle {oracle:.3f}")
+    ax.set_xticks(np.arange(len(keys)) + width * (len(names) - 1) / 2, [Setting.from_key(k).label for k in keys])
+    ax.set(xlabel="training labels", ylabel="test AUROC (95% CI)", ylim=(0.4, 1.0), title=args.task)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(root / "auroc_bars.png", dpi=110)
+    plt.close(fig)
+    return root / "auroc_bars.png"
+
+
+def auroc_against_shots(root: Path, scores: dict, args: BenchmarkArguments) -> Path:
+    """Few-shot curves: mean AUROC over draws against k per class, with the 95% interval as a band."""
+    plt = pyplot()
+    keys = [f"k{k}" for k in args.shot_counts]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name in args.contenders:
+        cis = [scores[k]["contenders"][name]["ci"]["auroc"] for k in keys]
+        line, = ax.plot(args.shot_counts, [ci["value"] for ci in cis], marker="o", markersize=3, label=name,
+                        linestyle="--" if name in args.baseline_names else "-")
+        ax.fill_between(args.shot_counts, [ci["low"] for ci in cis], [ci["high"] for ci in cis],
+                        color=line.get_color(), alpha=0.12)
+    oracle = oracle_auroc(scores)
+    if oracle is not None:
+        ax.axhline(oracle, color="black", linestyle="--", label=f"oracle {oracle:.3f}")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="labelled patients per class (k)", ylabel=f"test AUROC (mean of {args.draws} draws, 95% CI)",
+           title=f"{args.task}: few-shot")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(root / "auroc_shots.png", dpi=110)
+    plt.close(fig)
+    return root / "auroc_shots.png"
+
+
+def training_curves(root: Path, scores: dict, args: BenchmarkArguments) -> Path:
+    """Validation AUROC (on the draw's validation subset) against the step, one panel per setting, draw 0."""
+    plt = pyplot()
+    keys = list(scores)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    oracle = oracle_auroc(scores)
+    for ax, key in zip(axes[0], keys):
+        setting = Setting.from_key(key)
+        for arm in args.arm_names:
+            records = read_jsonl(run_dir(root, arm, setting, 0) / "metrics.jsonl")
+            points = [(r["step"], r["eval_auroc"]) for r in records if "eval_auroc" in r]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=arm)
+        if oracle is not None:
+            ax.axhline(oracle, color="black", linestyle="--", label="oracle")
+        ax.set(title=f"{setting.label} labels", xlabel="step", ylabel="validation-subset AUROC")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(root / "training_curves.png", dpi=110)
+    plt.close(fig)
+    return root / "training_curves.png"
+
+
+def cli() -> None:
+    """Console-script entry point (`behrt-benchmark`)."""
+    main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()
