@@ -14,13 +14,18 @@ from behrt_hf.training.arguments import parse_args
 from tests.helpers import add_toy_task, make_patients
 
 
-def test_benchmark_runs_every_arm_and_writes_its_report(tmp_path):
+def save_toy_cohort(path: Path, **sizes: int) -> Path:
+    """A saved DatasetDict of toy patients with the `demo` task and its oracle; `sizes`: split -> patients."""
     features = patient_features(tasks=["demo"], with_oracle=True)
-    data = tmp_path / "data"
     datasets.DatasetDict({
         name: datasets.Dataset.from_list(add_toy_task(make_patients(n, seed=s, max_visits=5), seed=s), features=features)
-        for name, n, s in [("train", 120, 1), ("validation", 50, 2), ("test", 50, 3)]
-    }).save_to_disk(str(data))
+        for s, (name, n) in enumerate(sizes.items(), start=1)
+    }).save_to_disk(str(path))
+    return path
+
+
+def test_benchmark_runs_every_arm_and_writes_its_report(tmp_path):
+    data = save_toy_cohort(tmp_path / "data", train=120, validation=50, test=50)
     summary = benchmark.main([
         "--output_dir", str(tmp_path / "bench"), "--dataset_path", str(data), "--task", "demo",
         "--label_fractions", "0.1,1.0", "--config_overrides",
@@ -157,12 +162,7 @@ def test_subsets_follow_label_subset_for_fractions_and_take_k_per_class_for_shot
 
 def test_few_shot_draws_select_on_a_validation_subset_of_the_same_size(tmp_path):
     """Each draw's runs see only k labelled patients per class in training and in validation."""
-    features = patient_features(tasks=["demo"], with_oracle=True)
-    data = tmp_path / "data"
-    datasets.DatasetDict({
-        name: datasets.Dataset.from_list(add_toy_task(make_patients(n, seed=s, max_visits=5), seed=s), features=features)
-        for name, n, s in [("train", 80, 1), ("validation", 40, 2), ("test", 60, 3)]
-    }).save_to_disk(str(data))
+    data = save_toy_cohort(tmp_path / "data", train=80, validation=40, test=60)
     summary = benchmark.main([
         "--output_dir", str(tmp_path / "bench"), "--dataset_path", str(data), "--task", "demo",
         "--label_fractions", "", "--shots", "2,4", "--draws", "2", "--arms", "scratch", "--bootstrap_resamples", "50",
@@ -188,3 +188,20 @@ def test_few_shot_draws_select_on_a_validation_subset_of_the_same_size(tmp_path)
     text = (out / "SUMMARY.txt").read_text()
     assert "  2/class:" in text and "  4/class:" in text
     assert (out / "auroc_shots.png").exists() and (out / "shots2_roc.png").exists()
+
+
+def test_count_baselines_alone_need_no_pretraining_and_still_get_a_verdict(tmp_path):
+    data = save_toy_cohort(tmp_path / "data", train=120, validation=50, test=80)
+    summary = benchmark.main(["--output_dir", str(tmp_path / "bench"), "--dataset_path", str(data), "--task", "demo",
+                              "--label_fractions", "0.5,1.0", "--arms", "", "--bootstrap_resamples", "100"])
+    assert summary["pretrained_model"] is None and not (tmp_path / "bench" / "pretrained").exists()
+    assert not (tmp_path / "bench" / "cohorts").exists()
+    for key in ("0.5", "1"):
+        assert set(summary["results"][key]) == {"logistic", "gbm"}
+        loser = ({"logistic", "gbm"} - {summary["winners"][key]}).pop()
+        lead = summary["comparisons"][key]["winner_vs_runner_up"]["auroc"]
+        assert lead["difference"] == pytest.approx(summary["results"][key][summary["winners"][key]]["test"]["auroc"]
+                                                   - summary["results"][key][loser]["test"]["auroc"])
+        assert summary["verdicts"][key].startswith(("      50%: ", "     100%: "))
+    with pytest.raises(ValueError, match="at least one arm or baseline"):
+        parse_args((benchmark.BenchmarkArguments,), ["--arms", "", "--baselines", ""])

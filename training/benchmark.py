@@ -625,16 +625,21 @@ def auroc_bars(root: Path, scores: dict, args: BenchmarkArguments) -> Path:
         errors = np.array([[ci["value"] - ci["low"] for ci in cis], [ci["high"] - ci["value"] for ci in cis]])
         ax.bar(np.arange(len(keys)) + i * width, values, width, yerr=errors, capsize=2, label=name,
                hatch="//" if name in args.baseline_names else None)
+    ax.set_xticks(np.arange(len(keys)) + width * (len(names) - 1) / 2, [Setting.from_key(k).label for k in keys])
+    ax.set(xlabel="training labels", ylabel="test AUROC (95% CI)", ylim=(0.4, 1.0), title=args.task)
+    return finish_chart(fig, ax, scores, root / "auroc_bars.png")
+
+
+def finish_chart(fig, ax, scores: dict, path: Path) -> Path:
+    """The oracle's AUROC as a line, the legend; saved and closed."""
     oracle = oracle_auroc(scores)
     if oracle is not None:
         ax.axhline(oracle, color="black", linestyle="--", label=f"oracle {oracle:.3f}")
-    ax.set_xticks(np.arange(len(keys)) + width * (len(names) - 1) / 2, [Setting.from_key(k).label for k in keys])
-    ax.set(xlabel="training labels", ylabel="test AUROC (95% CI)", ylim=(0.4, 1.0), title=args.task)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(root / "auroc_bars.png", dpi=110)
-    plt.close(fig)
-    return root / "auroc_bars.png"
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
 
 
 def auroc_against_shots(root: Path, scores: dict, args: BenchmarkArguments) -> Path:
@@ -648,17 +653,10 @@ def auroc_against_shots(root: Path, scores: dict, args: BenchmarkArguments) -> P
                         linestyle="--" if name in args.baseline_names else "-")
         ax.fill_between(args.shot_counts, [ci["low"] for ci in cis], [ci["high"] for ci in cis],
                         color=line.get_color(), alpha=0.12)
-    oracle = oracle_auroc(scores)
-    if oracle is not None:
-        ax.axhline(oracle, color="black", linestyle="--", label=f"oracle {oracle:.3f}")
     ax.set_xscale("log", base=2)
     ax.set(xlabel="labelled patients per class (k)", ylabel=f"test AUROC (mean of {args.draws} draws, 95% CI)",
            title=f"{args.task}: few-shot")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(root / "auroc_shots.png", dpi=110)
-    plt.close(fig)
-    return root / "auroc_shots.png"
+    return finish_chart(fig, ax, scores, root / "auroc_shots.png")
 
 
 def training_curves(root: Path, scores: dict, args: BenchmarkArguments) -> Path:
