@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 RANKING_METRICS = ("auroc", "auprc")
-AGE_BAND_EDGES = (18, 40, 65, 80)  # years: <18, 18-39, 40-64, 65-79, 80+
+AGE_BAND_EDGES = (18, 45, 65, 75, 85)  # years: <18, 18-44, 45-64, 65-74, 75-84, 85+
 
 
 def _as_draws(scores) -> np.ndarray:
@@ -208,7 +208,7 @@ def calibration(probabilities, labels, bins: int = 10) -> dict:
 
 
 def age_bands(ages, edges=AGE_BAND_EDGES) -> np.ndarray:
-    """Ages in years -> band names ('<18', '18-39', ..., '80+') at the `edges` (years, ascending)."""
+    """Ages in years -> band names ('<18', '18-44', ..., '85+') at the `edges` (years, ascending)."""
     ages = np.asarray(ages, dtype=np.float64)
     names = [f"<{edges[0]}"] + [f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])] + [f"{edges[-1]}+"]
     return np.asarray(names, dtype=object)[np.searchsorted(np.asarray(edges), ages, side="right")]

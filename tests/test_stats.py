@@ -96,18 +96,18 @@ def test_subgroups_show_n_everywhere_and_no_auroc_where_a_class_is_absent():
     s, y = scored(n=300)
     sex = np.where(np.arange(300) % 2, "F", "M")
     ages = np.linspace(20, 90, 300)
-    y[ages >= 80] = 0  # the oldest band has no positive
+    y[ages >= 85] = 0  # the oldest band has no positive
     rows = subgroup_metrics(s, y, {"sex": sex, "age": age_bands(ages)})
     by = {(r["grouping"], r["group"]): r for r in rows}
-    assert [r["group"] for r in rows if r["grouping"] == "age"] == ["18-39", "40-64", "65-79", "80+"]
+    assert [r["group"] for r in rows if r["grouping"] == "age"] == ["18-44", "45-64", "65-74", "75-84", "85+"]
     assert sum(r["n"] for r in rows if r["grouping"] == "sex") == 300
     female = sex == "F"
     assert by[("sex", "F")]["auroc"] == pytest.approx(roc_auc_score(y[female], s[female]))
-    assert by[("age", "80+")]["auroc"] is None and by[("age", "80+")]["calibration_slope"] is None
-    assert by[("age", "80+")]["n"] == int((ages >= 80).sum()) and by[("age", "80+")]["prevalence"] == 0
+    assert by[("age", "85+")]["auroc"] is None and by[("age", "85+")]["calibration_slope"] is None
+    assert by[("age", "85+")]["n"] == int((ages >= 85).sum()) and by[("age", "85+")]["prevalence"] == 0
     text = format_subgroups(rows)
-    assert "80+" in text and " - " in text
-    assert age_bands([5, 18, 39.9, 40, 80]).tolist() == ["<18", "18-39", "18-39", "40-64", "80+"]
+    assert "85+" in text and " - " in text
+    assert age_bands([5, 18, 44.9, 45, 85]).tolist() == ["<18", "18-44", "18-44", "45-64", "85+"]
     with pytest.raises(ValueError, match="grouping 'sex'"):
         subgroup_metrics(s, y, {"sex": sex[:10]})
 

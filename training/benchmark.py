@@ -588,25 +588,22 @@ def draw_charts(root: Path, scores: dict, args: BenchmarkArguments, data: Benchm
     charts = []
     for key, s in scores.items():
         setting = Setting.from_key(key)
-        title = f"{setting.label} labels" + (", draw 0" if args.draws > 1 else "")
+        mean = "mean of draws " if args.draws > 1 else ""
+        title = f"{setting.label} labels" + (", curves of draw 0" if args.draws > 1 else "")
         for metric, plot, suffix in (("auroc", plot_roc, "roc"), ("auprc", plot_precision_recall, "pr")):
-            curves = {f"{c} {interval(e['ci'][metric])}": (aligned_predictions(run_dir(root, c, setting, 0),
-                                                                               test.patient_id), test.labels)
-                      for c, e in s["contenders"].items()}
+            curves = {f"{c}: {mean}{format_ci(e['ci'][metric])}": (
+                aligned_predictions(run_dir(root, c, setting, 0), test.patient_id), test.labels)
+                for c, e in s["contenders"].items()}
             if s["oracle_ci"]:
-                curves[f"oracle {interval(s['oracle_ci'][metric])}"] = (test.oracle, test.labels)
+                curves[f"oracle: {format_ci(s['oracle_ci'][metric])}"] = (test.oracle, test.labels)
             prefix = f"labels{float(key):g}_" if setting.shots is None else f"shots{setting.shots}_"
-            charts.append(plot(curves, root / f"{prefix}{suffix}.png", title=f"{title}, 95% CI in brackets"))
+            charts.append(plot(curves, root / f"{prefix}{suffix}.png", title=f"{title}; [95% CI]"))
     charts.append(auroc_bars(root, scores, args))
     if args.shot_counts:
         charts.append(auroc_against_shots(root, scores, args))
     if args.arm_names:
         charts.append(training_curves(root, scores, args))
     return charts
-
-
-def interval(ci: dict) -> str:
-    return f"[{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
 def oracle_auroc(scores: dict) -> float | None:
@@ -654,6 +651,7 @@ def auroc_against_shots(root: Path, scores: dict, args: BenchmarkArguments) -> P
         ax.fill_between(args.shot_counts, [ci["low"] for ci in cis], [ci["high"] for ci in cis],
                         color=line.get_color(), alpha=0.12)
     ax.set_xscale("log", base=2)
+    ax.set_xticks(args.shot_counts, [str(k) for k in args.shot_counts])
     ax.set(xlabel="labelled patients per class (k)", ylabel=f"test AUROC (mean of {args.draws} draws, 95% CI)",
            title=f"{args.task}: few-shot")
     return finish_chart(fig, ax, scores, root / "auroc_shots.png")
