@@ -91,8 +91,9 @@ class CountFeaturizer:
         self.tokenizer = BehrtTokenizerFast.build_vocab(split)
         _, history = self._history(split, task)
         first = self.tokenizer.first_code_id
-        pairs = np.unique(np.stack([history.row, history.token_ids]), axis=1)  # (patient, code) once each
-        patients = np.bincount(pairs[1], minlength=len(self.tokenizer))
+        vocab = len(self.tokenizer)
+        pairs = np.unique(history.row * vocab + history.token_ids)  # each (patient, code) once
+        patients = np.bincount(pairs % vocab, minlength=vocab)
         kept = np.flatnonzero(patients >= self.min_patients)
         kept = kept[kept >= first]
         names = self.tokenizer.convert_ids_to_tokens(kept.tolist())
@@ -114,17 +115,14 @@ class CountFeaturizer:
             block_rows.append(rows[recent])
             block_cols.append(cols[recent] + block * len(self.codes))
         n = len(history.visits)
-        shape = (n, len(DEMOGRAPHIC_FEATURES) + len(self.codes) * (1 + len(self.windows_days)))
         counts = sp.coo_matrix(
-            (np.ones(sum(len(r) for r in block_rows)),
-             (np.concatenate(block_rows), np.concatenate(block_cols) + len(DEMOGRAPHIC_FEATURES))),
-            shape=shape,
+            (np.ones(sum(len(r) for r in block_rows)), (np.concatenate(block_rows), np.concatenate(block_cols))),
+            shape=(n, len(self.codes) * (1 + len(self.windows_days))),
         ).tocsr()  # duplicates summed: counts
         counts.data = np.log1p(counts.data)
         sex = np.asarray(eligible["sex"], dtype=object)
         demographics = np.stack([history.index_age, sex == "F", sex == "M", np.log1p(history.visits)], axis=1)
-        matrix = (counts + sp.csr_matrix(np.pad(demographics.astype(np.float64),
-                                                ((0, 0), (0, shape[1] - demographics.shape[1]))))).tocsr()
+        matrix = sp.hstack([sp.csr_matrix(demographics.astype(np.float64)), counts], format="csr")
         matrix.eliminate_zeros()
         oracle = np.asarray(eligible[task.oracle], dtype=np.float64) if task.oracle in eligible.column_names else None
         return CountFeatures(matrix, np.asarray(eligible[task.label], dtype=np.int64), list(eligible["patient_id"]),
@@ -145,8 +143,7 @@ class CountFeaturizer:
         ids, lengths = _flat(table.column("input_ids"))
         visit_ids, _ = _flat(table.column("visit_ids"))
         row = np.repeat(np.arange(len(lengths)), lengths)
-        visits = np.zeros(len(lengths), dtype=np.int64)
-        np.maximum.at(visits, row, visit_ids)  # visits kept: the largest visit number
+        visits = visit_ids[np.cumsum(lengths) - 1]  # visits kept: the number of the last token's ([SEP]) visit
         # The record's visit ages: with nothing truncated (UNCUT), visit number v is record visit v - 1.
         ages, first_visit = _visit_ages(eligible)
         index_age = ages[first_visit + visits - 1]
