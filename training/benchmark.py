@@ -15,7 +15,8 @@ Selection uses labels a low-label user would have: each subset of the training l
 a validation subset drawn the same way (the same fraction of the validation split, or k patients
 per class), and every run picks its checkpoint (BEHRT: lowest validation loss) or its
 hyperparameters (baselines: validation AUROC) on that subset only, never on the full validation
-split. Every BEHRT run gets the same number of optimizer steps. Figures are on the test split,
+split. Draw d draws its subsets and trains with seed `seed + d` (at 100% of the labels the draws
+differ only by the training seed). Every BEHRT run gets the same number of optimizer steps. Figures are on the test split,
 beside the oracle (the Bayes ceiling). On a synthetic cohort the test split is, by default, every
 patient of an independent cohort of the same preset (seed + 1): about ten times the cohort's own
 test split, so that arms a few hundredths of AUROC apart can be ranked.
