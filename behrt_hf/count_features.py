@@ -144,7 +144,15 @@ class CountFeaturizer:
         visit_ids, _ = _flat(table.column("visit_ids"))
         row = np.repeat(np.arange(len(lengths)), lengths)
         visits = visit_ids[np.cumsum(lengths) - 1]  # visits kept: the number of the last token's ([SEP]) visit
-        # The record's visit ages: with nothing truncated (UNCUT), visit number v is record visit v - 1.
+        # The record's visit ages: with nothing truncated (UNCUT), visit number v is record visit v - 1,
+        # as long as the cut keeps every visit up to the index one (checked: a cut that drops an earlier
+        # visit would shift the numbers).
+        shifted = np.flatnonzero(visits != np.asarray(eligible[task.index_visit], dtype=np.int64) + 1)
+        if len(shifted):
+            i = int(shifted[0])
+            raise ValueError(f"patient {eligible[i]['patient_id']!r}: the cut input holds {visits[i]} visits, not "
+                             f"the {eligible[i][task.index_visit] + 1} up to its index visit; count features need "
+                             "every visit up to the index visit.")
         ages, first_visit = _visit_ages(eligible)
         index_age = ages[first_visit + visits - 1]
         code = ids >= self.tokenizer.first_code_id

@@ -103,3 +103,15 @@ def test_count_baselines_learn_the_toy_task_and_are_deterministic(kind, least):
     np.testing.assert_array_equal(probs, again.predict_proba(test.matrix))
     with pytest.raises(ValueError, match="both classes"):
         CountBaseline(kind).fit(train.matrix, train.labels, val.matrix[:3], np.zeros(3))
+
+
+def test_a_cut_that_loses_a_visit_before_the_index_visit_is_refused():
+    """Visit ages are looked up by visit number: a cut dropping an earlier visit must fail, not shift them."""
+
+    class DropsAVisit(Task):
+        def encode(self, split, tokenizer, max_length, **kwargs):
+            earlier = split.map(lambda i: {self.index_visit: i - 1}, input_columns=self.index_visit)
+            return super().encode(earlier, tokenizer, max_length, **kwargs)
+
+    with pytest.raises(ValueError, match="patient 'p': the cut input holds 2 visits, not the 3"):
+        CountFeaturizer().fit(split_of([hand_made(), other()]), DropsAVisit("demo"))
