@@ -49,6 +49,7 @@ from .encoding import cut_at_times, exclusive_cumsum, first_event_times, visits_
 from .labels import PROBLEMS, value_column
 from .metrics import compute_binary_metrics
 from .schema import MEDS_SPLIT_NAMES
+from .stats import age_bands, format_subgroups, subgroup_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -300,6 +301,8 @@ def encode_sample_batch(batch: pa.Table, patients: datasets.Dataset, tokenizer, 
     gathered = patients.with_format("arrow")[rows.tolist()] if len(rows) else patients.with_format("arrow")[:0]
     cut = cut_at_times(gathered.select(["patient_id", "sex", "visits"]), batch.column("prediction_time"))
     encoded = tokenizer.encode_patients(cut, max_length)
+    if "sex" not in batch.column_names:  # kept for the subgroup reports
+        encoded = encoded.append_column("sex", gathered.column("sex"))
     for name in batch.column_names:
         if name != "patient_index":
             encoded = encoded.append_column(name, batch.column(name))
@@ -442,15 +445,20 @@ def report_splits(trainer, splits: Mapping[str, datasets.Dataset], model_name: s
                   output_dir: str | Path | None = None) -> tuple[dict, dict]:
     """Predict every encoded split with `trainer`; score the model (and the oracle, where known).
 
-    Returns the report (split -> {"model", "oracle", "gap_to_oracle_auroc"}) and the curves of each
-    split ({model_name or "oracle": (probabilities, labels)}) for `plot_binary_predictions`.
-    Writes `predictions_<split>.json` into `output_dir` when one is given.
+    Returns the report (split -> {"model", "oracle", "gap_to_oracle_auroc", "subgroups"}) and the
+    curves of each split ({model_name or "oracle": (probabilities, labels)}) for
+    `plot_binary_predictions`. `subgroups`: the model's AUROC and calibration by sex and age band
+    at the index visit (`subgroup_columns`). Writes `predictions_<split>.json` into `output_dir`
+    when one is given.
     """
     report, curves = {}, {}
     for name, dataset in splits.items():
         probs = sigmoid(trainer.predict(dataset).predictions.reshape(-1))
         y = np.asarray(dataset["labels"])
         report[name] = {"model": compute_binary_metrics(probs, y)}
+        groupings = subgroup_columns(dataset, getattr(trainer, "processing_class", None))
+        if groupings:
+            report[name]["subgroups"] = subgroup_metrics(probs, y, groupings)
         curves[name] = {model_name: (probs, y)}
         if "oracle" in dataset.column_names:
             oracle = np.asarray(dataset["oracle"], dtype=np.float64)
@@ -460,6 +468,24 @@ def report_splits(trainer, splits: Mapping[str, datasets.Dataset], model_name: s
         if output_dir is not None:
             write_predictions(Path(output_dir) / f"predictions_{name}.json", dataset, probs)
     return report, curves
+
+
+def subgroup_columns(dataset: datasets.Dataset, tokenizer=None) -> dict[str, np.ndarray]:
+    """The subgroups of an encoded split: `sex` (where kept) and `age` band at the index visit.
+
+    The age is read back from the last token's age id (the index visit's: the input ends there),
+    floored to the tokenizer's age step, so bands at whole years are exact.
+    """
+    groupings = {}
+    if "sex" in dataset.column_names:
+        groupings["sex"] = np.asarray(dataset["sex"], dtype=object)
+    steps = getattr(tokenizer, "age_steps_per_year", None)
+    if steps and "age_ids" in dataset.column_names:
+        ages = dataset.select_columns(["age_ids"]).with_format("arrow")[:].column("age_ids").combine_chunks()
+        ends = ages.offsets.to_numpy()[1:] - 1  # the last token of each row
+        last_id = ages.values.to_numpy(zero_copy_only=False)[ends].astype(np.float64)
+        groupings["age"] = age_bands((last_id - 1) / steps)
+    return groupings
 
 
 def write_predictions(path: str | Path, dataset: datasets.Dataset, probabilities: np.ndarray) -> None:
@@ -491,6 +517,9 @@ def format_report(report: dict, task: str) -> str:
             if who in entry:
                 m = entry[who]
                 lines.append(f"{split:<11} {who:<7} {m['auroc']:>7.4f} {m['auprc']:>7.4f} {m['brier']:>7.4f}")
+    for split, entry in report.items():
+        if entry.get("subgroups"):
+            lines.append(format_subgroups(entry["subgroups"], title=f"{split:<11} model by subgroup:"))
     return "\n".join(lines)
 
 
@@ -499,7 +528,7 @@ __all__ = [
     "join_labels", "load_label_kind", "report_scores", "require_both_classes", "save_label_kind", "score",
     "score_compute_metrics", "softmax", "balanced_sampler", "binary_compute_metrics", "format_report",
     "imbalance_logit_shift", "label_subset", "report_splits", "shift_classifier_bias", "summarize",
-    "write_predictions",
+    "subgroup_columns", "write_predictions",
 ]
 
 

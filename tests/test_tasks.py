@@ -115,3 +115,31 @@ def test_summary_and_report_name_the_final_split():
     assert list(summary)[:2] == ["task", "mode"] and summary["task"] == "demo"
     text = format_report(report, "demo")
     assert text.splitlines()[-1].startswith("test        oracle   0.8000")
+
+
+def test_report_gives_auroc_and_calibration_by_sex_and_age_band_at_the_index_visit(task_cohort):
+    from types import SimpleNamespace
+
+    from behrt_hf.stats import age_bands
+    from behrt_hf.tasks import report_splits, subgroup_columns
+
+    path, splits = task_cohort
+    task = Task("demo")
+    tokenizer = BehrtTokenizerFast.build_vocab(splits["train"], model_max_length=512)
+    encoded = task.encode(task.eligible(datasets.load_from_disk(path)["test"]), tokenizer, max_length=512)
+    records = [p for p in splits["test"] if p["index_visit_demo"] >= 0]
+    groups = subgroup_columns(encoded, tokenizer)
+    assert groups["sex"].tolist() == [p["sex"] for p in records]
+    index_ages = [p["visits"][p["index_visit_demo"]]["age"] for p in records]
+    assert groups["age"].tolist() == age_bands(index_ages).tolist()  # the index visit's age, not the last visit's
+    assert subgroup_columns(encoded.remove_columns("sex"), None) == {}
+
+    oracle = np.asarray(encoded["oracle"])
+    trainer = SimpleNamespace(processing_class=tokenizer,
+                              predict=lambda ds: SimpleNamespace(predictions=np.log(oracle / (1 - oracle))))
+    report, _ = report_splits(trainer, {"test": encoded}, "lora")
+    rows = report["test"]["subgroups"]
+    assert {r["grouping"] for r in rows} == {"sex", "age"}
+    assert sum(r["n"] for r in rows if r["grouping"] == "age") == len(records)
+    assert all(r["auroc"] is None or 0 <= r["auroc"] <= 1 for r in rows)
+    assert "by subgroup" in format_report(report, "demo")
