@@ -227,3 +227,17 @@ def test_the_original_preset_is_what_the_code_computes():
 
     torch.testing.assert_close(paper_sinusoidal_table(64, 32), orig.intended_sinusoid(64, 32), atol=1e-6, rtol=0)
     assert np.isclose(float(paper_sinusoidal_table(64, 32).abs().max()), 1.0)
+
+
+def test_the_command_line_converts_a_checkpoint_folder(setting, tmp_path, capsys):
+    from behrt_hf.training import convert_original
+
+    token2idx, config, _, _ = setting
+    ckpt, vocab = checkpoint(tmp_path, orig.ForMultiLabelPrediction(config, num_labels=len(token2idx) - 4),
+                             token2idx, "nvp")
+    convert_original.main([str(ckpt), str(vocab), "--output_dir", str(tmp_path / "out"), "--num_attention_heads", "4"])
+    assert "BehrtForNextVisitPrediction" in capsys.readouterr().out
+    tokenizer = BehrtTokenizerFast.from_pretrained(tmp_path / "out")
+    assert (tokenizer.truncate_by, tokenizer.cls_age, tokenizer.age_unit, tokenizer.max_age) == ("token", "first", "month", 110)
+    assert tokenizer.model_max_length == MAX_LEN
+    assert BehrtForNextVisitPrediction.from_pretrained(tmp_path / "out").config.trainable_padding_rows
