@@ -192,6 +192,15 @@ class BehrtConfig(PreTrainedConfig):
         return self.max_age * self.age_steps_per_year + 2
 
     @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """As `PreTrainedConfig.from_dict`; a `visit_sinusoidal` config saved before the table had
+        a kind and a scale (no `position_table` key) gets `position_table_scale=1.0`, the unscaled
+        sinusoid it was trained with (its weights do not hold the table, so it is rebuilt)."""
+        if config_dict.get("position_encoding") == "visit_sinusoidal" and "position_table" not in config_dict:
+            config_dict = {**config_dict, "position_table_scale": 1.0}
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
     def from_preset(cls, name: str, **overrides) -> "BehrtConfig":
         """A config of a named size (`small`, `medium`, `large`, `original`); `overrides` set any field."""
         if name not in PRESETS:

@@ -362,6 +362,28 @@ def test_visit_sinusoidal_positions_are_fixed_and_follow_visit_ids(tmp_path):
     assert torch.equal(BehrtModel.from_pretrained(tmp_path).embeddings.visit_position_table, table)
 
 
+def test_a_visit_sinusoidal_model_saved_before_the_scale_reloads_unscaled(tmp_path):
+    """Folders written before the table was saved and scaled: no table in the weights, no
+    `position_table*` in config.json. They were trained with the unscaled sinusoid."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    config = tiny_config(position_encoding="visit_sinusoidal")
+    BehrtModel(config).save_pretrained(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    for key in ("position_table", "position_table_scale", "cls_shares_first_visit_position", "trainable_padding_rows"):
+        raw.pop(key)
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    weights = load_file(tmp_path / "model.safetensors")
+    weights.pop("embeddings.visit_position_table")
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    reloaded = BehrtModel.from_pretrained(tmp_path)
+    assert reloaded.config.position_table_scale == 1.0
+    torch.testing.assert_close(reloaded.embeddings.visit_position_table,
+                               sinusoidal_table(config.max_position_embeddings, config.hidden_size))
+
+
 @pytest.mark.parametrize("kind", ["sinusoid", "paper_sinusoid", "random"])
 def test_position_table_kinds_scales_and_reload(kind, tmp_path):
     config = tiny_config(position_encoding="visit_sinusoidal", position_table=kind)
