@@ -250,20 +250,8 @@ def encode_columns(
     a leading [SEP] included, as the BEHRT code does).
     """
     nv, nc = patients.visits_per_patient, patients.codes_per_visit
-    visit_start = exclusive_cumsum(nv)  # (P + 1,)
-    end = visit_start[:-1] + (nv if until is None else until + 1)  # one past the last visit to keep
-    first, skip, head, cls_visit = _first_kept_tokens(nc, visit_start[:-1], end, max_length, truncate_by)
-
-    kept_per_patient = end - first  # (P,) >= 1
-    kept = ranges(first, kept_per_patient)  # (K,) flat visit index of every kept visit
+    kept, kept_per_patient, codes_skipped, codes_kept, cls_visit = _kept_visits(nv, nc, until, max_length, truncate_by)
     kept_start = exclusive_cumsum(kept_per_patient)
-    codes_kept = nc[kept]
-    first_kept = kept_start[:-1]  # index into `kept` of each patient's first kept visit
-    codes_skipped = np.zeros(len(kept), dtype=np.int64)  # leading codes of a visit cut mid-visit
-    codes_skipped[first_kept] = skip
-    codes_kept -= codes_skipped
-    cut_short = head >= 0  # the last visit alone does not fit: keep its first `head` codes
-    codes_kept[first_kept[cut_short]] = head[cut_short]
     number = np.arange(len(kept)) - np.repeat(kept_start[:-1], kept_per_patient) + 1  # visit number, from 1
     age_id = age_ids(patients.ages[kept], age_steps_per_year, max_age)
 
@@ -312,6 +300,23 @@ def encode_columns(
 
 
 TRUNCATIONS = ("visit", "token")
+
+
+def _kept_visits(nv, nc, until, max_length: int, truncate_by: str):
+    """The visits each patient keeps: (K,) flat visit indices, (P,) visits kept per patient, and
+    per kept visit the leading codes skipped and the codes kept; the [CLS] age's visit (or None)."""
+    visit_start = exclusive_cumsum(nv)  # (P + 1,)
+    end = visit_start[:-1] + (nv if until is None else until + 1)  # one past the last visit to keep
+    first, skip, head, cls_visit = _first_kept_tokens(nc, visit_start[:-1], end, max_length, truncate_by)
+    kept_per_patient = end - first  # (P,) >= 1
+    kept = ranges(first, kept_per_patient)  # (K,) flat visit index of every kept visit
+    first_kept = exclusive_cumsum(kept_per_patient)[:-1]  # index into `kept` of each patient's first
+    codes_skipped = np.zeros(len(kept), dtype=np.int64)  # leading codes of a visit cut mid-visit
+    codes_skipped[first_kept] = skip
+    codes_kept = nc[kept] - codes_skipped
+    cut_short = head >= 0  # the last visit alone does not fit: keep its first `head` codes
+    codes_kept[first_kept[cut_short]] = head[cut_short]
+    return kept, kept_per_patient, codes_skipped, codes_kept, cls_visit
 
 
 def _first_kept_tokens(nc: np.ndarray, start: np.ndarray, end: np.ndarray, max_length: int, truncate_by: str):

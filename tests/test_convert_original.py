@@ -241,3 +241,20 @@ def test_the_command_line_converts_a_checkpoint_folder(setting, tmp_path, capsys
     assert (tokenizer.truncate_by, tokenizer.cls_age, tokenizer.age_unit, tokenizer.max_age) == ("token", "first", "month", 110)
     assert tokenizer.model_max_length == MAX_LEN
     assert BehrtForNextVisitPrediction.from_pretrained(tmp_path / "out").config.trainable_padding_rows
+
+
+def test_token_truncation_is_the_same_from_arrow_and_python_batches(setting):
+    import pyarrow as pa
+
+    from behrt_hf import patient_features
+
+    _, _, patients, _ = setting
+    tokenizer = BehrtTokenizerFast.build_vocab(patients, model_max_length=MAX_LEN, truncate_by="token", cls_age="first")
+    rows = [dict(p, visits=[dict(v, time=None) for v in p["visits"]]) for p in patients]
+    table = pa.Table.from_pylist(rows, schema=patient_features().arrow_schema)
+    from_arrow = tokenizer.encode_patients(table).to_pydict()
+    from_python = tokenizer.encode_patients({k: [p[k] for p in rows] for k in ("patient_id", "sex", "visits")})
+    assert {k: from_arrow[k] for k in from_python} == from_python
+    assert max(len(ids) for ids in from_python["input_ids"]) == MAX_LEN
+    with pytest.raises(ValueError, match="truncate_by must be one of"):
+        BehrtTokenizerFast.build_vocab(patients, truncate_by="visits")
