@@ -258,3 +258,18 @@ def test_token_truncation_is_the_same_from_arrow_and_python_batches(setting):
     assert max(len(ids) for ids in from_python["input_ids"]) == MAX_LEN
     with pytest.raises(ValueError, match="truncate_by must be one of"):
         BehrtTokenizerFast.build_vocab(patients, truncate_by="visits")
+
+
+def test_pretraining_the_original_preset_encodes_as_the_original(tmp_path):
+    from behrt_hf.training import pretrain
+    from tests.helpers import make_patients
+    from tests.test_pretrain import COMMON, save_cohort  # COMMON: tiny sizes, CPU, a seed
+
+    data = save_cohort(tmp_path / "data", make_patients(40, seed=1, max_visits=7), make_patients(10, seed=2, max_visits=7))
+    out = tmp_path / "run"
+    pretrain.main(["--dataset_path", data, "--output_dir", str(out), "--preset", "original", "--objective", "mlm",
+                   "--do_train", "--max_steps", "2", "--per_device_train_batch_size", "8", *COMMON])
+    tokenizer = BehrtTokenizerFast.from_pretrained(out)
+    assert (tokenizer.age_unit, tokenizer.max_age, tokenizer.truncate_by, tokenizer.cls_age) == ("month", 110, "token", "first")
+    config = BehrtConfig.from_pretrained(out)
+    assert config.age_vocab_size == 1322 and config.position_table == "random" and config.trainable_padding_rows
