@@ -48,6 +48,7 @@ _LAZY = {
     "load_meds": "behrt_hf.data_builders.meds",
     "load_mimic": "behrt_hf.data_builders.mimic",
     "load_synthea": "behrt_hf.data_builders.synthea",
+    "convert_original_checkpoint": "behrt_hf.convert_original",
 }
 
 

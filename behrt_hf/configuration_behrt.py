@@ -5,14 +5,19 @@ This file imports only transformers (and huggingface_hub, which transformers dep
 without behrt_hf installed.
 """
 
+import math
 from typing import ClassVar, Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 # Model sizes. `small` / `medium` / `large` are the sizes the project was planned with;
-# `original` is the published BEHRT (Li et al., 2020, Sci Rep 10:7155): hidden 288, 6 layers,
-# 12 heads, intermediate 512, fixed sinusoidal positions indexed by visit, A/B segments.
+# `original` is what the published BEHRT code (Li et al., 2020, Sci Rep 10:7155;
+# github.com/deepmedicine/BEHRT on pytorch_pretrained_bert) computes: hidden 288, 6 layers,
+# 12 heads, intermediate 512, a frozen position table indexed by visit that holds N(0, 0.02)
+# draws (the code builds a sinusoid, then its weight initialiser redraws every embedding),
+# [CLS] sharing the first visit's position, ages in months up to 110 years, trainable
+# padding rows. See `BehrtConfig` for each field and `behrt_hf.convert_original` for its checkpoints.
 PRESETS: dict[str, dict] = {
     "small": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256),
     "medium": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, intermediate_size=512),
@@ -23,7 +28,13 @@ PRESETS: dict[str, dict] = {
         num_attention_heads=12,
         intermediate_size=512,
         position_encoding="visit_sinusoidal",
+        position_table="random",
+        cls_shares_first_visit_position=True,
+        max_position_embeddings=64,
         type_vocab_size=2,
+        age_unit="month",
+        max_age=110,
+        trainable_padding_rows=True,
     ),
 }
 
@@ -57,17 +68,40 @@ class BehrtConfig(PreTrainedConfig):
         classifier_dropout (`float`, *optional*):
             Dropout before the classification / NVP heads; `hidden_dropout_prob` when `None`.
         max_position_embeddings (`int`, *optional*, defaults to 512):
-            Largest position id: tokens per sequence with `position_encoding="token"`, visits per
-            sequence with `position_encoding="visit_sinusoidal"`.
+            Rows of the position table: tokens per sequence with `position_encoding="token"`, visits
+            per sequence with `position_encoding="visit_sinusoidal"`.
         position_encoding (`str`, *optional*, defaults to `"token"`):
-            `"token"`: learned embedding of the token index. `"visit_sinusoidal"`: fixed sinusoidal
-            encoding of the visit number (`visit_ids`), as in the BEHRT paper.
+            `"token"`: learned embedding of the token index. `"visit_sinusoidal"`: a fixed (never
+            trained) table indexed by the visit number (`visit_ids`), as in BEHRT; `position_table`
+            says what it holds. The table is saved with the weights, so a reloaded model has it as saved.
+        position_table (`str`, *optional*, defaults to `"sinusoid"`):
+            Contents of the fixed visit table. `"sinusoid"`: the encoding of "Attention is all you
+            need" (sin on even, cos on odd dimensions, frequencies 10000^(-2i/d) for pair i).
+            `"paper_sinusoid"`: the variant the BEHRT code writes, 10000^(-2j/d) with j the dimension
+            index itself, so the frequencies fall twice as fast. `"random"`: N(0, initializer_range)
+            draws, what the published BEHRT checkpoints hold (the code's initialiser overwrites the
+            sinusoid it builds).
+        position_table_scale (`float`, *optional*):
+            Factor on the sinusoid tables. Unscaled, their entries are +-1 (norm ~sqrt(hidden_size / 2)
+            per token) while code, age and segment embeddings start at std `initializer_range`: the
+            codes are then a fraction of a percent of what the embedding LayerNorm sees, and MLM stays at
+            the frequency baseline. `None` (default): `sqrt(2) * initializer_range`, so each dimension
+            has an rms of about `initializer_range`, like the learned embeddings. 1.0 gives the unscaled
+            table (the BEHRT code's intent, and this package's table before the field existed).
+        cls_shares_first_visit_position (`bool`, *optional*, defaults to `False`):
+            Visit positions of `position_encoding="visit_sinusoidal"`. False: [CLS] 0, visit k -> k.
+            True (the BEHRT code): [CLS] and the first visit 0, visit k -> k - 1.
         type_vocab_size (`int`, *optional*, defaults to 2):
             Number of segment types; segments alternate 0/1 from visit to visit.
         age_unit (`str`, *optional*, defaults to `"year"`):
             Resolution of the age embedding: `"year"` or `"month"`.
         max_age (`int`, *optional*, defaults to 120):
             Oldest age in years that has its own embedding; older ages share the last one.
+            `age_unit="month", max_age=110` gives the BEHRT code's 1,322 age rows (its layout differs
+            by a re-indexing, which `behrt_hf.convert_original` applies).
+        trainable_padding_rows (`bool`, *optional*, defaults to `False`):
+            False: the [PAD] code row and the padding age row (id 0) are zero and get no gradient
+            (`padding_idx`). True (the BEHRT code): they are ordinary rows, initialised and trained.
         pooling (`str`, *optional*, defaults to `"cls"`):
             How the patient embedding is pooled from the last hidden states: `"cls"` (the [CLS]
             token), `"mean"` or `"max"` over non-padding tokens; followed by a dense layer and tanh.
@@ -89,6 +123,14 @@ class BehrtConfig(PreTrainedConfig):
         pos_weight (`list[float]`, *optional*):
             Per-label `pos_weight` of the BCE loss of `BehrtForSequenceClassification`
             (`problem_type="multi_label_classification"`, or one logit for a binary task).
+
+    Differences of the `original` preset from the defaults: a frozen random visit table
+    (`position_encoding="visit_sinusoidal"`, `position_table="random"`, 64 rows) with [CLS] sharing
+    the first visit's position instead of a learned table per token; ages in months up to 110
+    years (1,322 rows) instead of years up to 120 (122 rows); trainable padding rows. Encoder, MLM
+    head, pooler, GELU, LayerNorm eps and initialisation are the same as the defaults (post-LN BERT).
+    Encoding patients as the BEHRT code did takes tokenizer settings too (`truncate_by="token"`,
+    `cls_age="first"`; `behrt_hf.tokenization_behrt.ORIGINAL_TOKENIZER_SETTINGS`).
 
     Examples:
 
@@ -116,9 +158,13 @@ class BehrtConfig(PreTrainedConfig):
     classifier_dropout: float | int | None = None
     max_position_embeddings: int = 512
     position_encoding: Literal["token", "visit_sinusoidal"] = "token"
+    position_table: Literal["sinusoid", "paper_sinusoid", "random"] = "sinusoid"
+    position_table_scale: float | int | None = None
+    cls_shares_first_visit_position: bool = False
     type_vocab_size: int = 2
     age_unit: Literal["year", "month"] = "year"
     max_age: int = 120
+    trainable_padding_rows: bool = False
     pooling: Literal["cls", "mean", "max"] = "cls"
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
@@ -130,6 +176,13 @@ class BehrtConfig(PreTrainedConfig):
     pos_weight: list[float] | None = None
 
     @property
+    def resolved_position_table_scale(self) -> float:
+        """`position_table_scale`, or its default `sqrt(2) * initializer_range` when None."""
+        if self.position_table_scale is None:
+            return math.sqrt(2.0) * self.initializer_range
+        return float(self.position_table_scale)
+
+    @property
     def age_steps_per_year(self) -> int:
         return AGE_STEPS_PER_YEAR[self.age_unit]
 
@@ -137,6 +190,15 @@ class BehrtConfig(PreTrainedConfig):
     def age_vocab_size(self) -> int:
         """Id 0 is padding; ages 0..max_age map to ids 1..max_age * steps_per_year + 1."""
         return self.max_age * self.age_steps_per_year + 2
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """As `PreTrainedConfig.from_dict`; a `visit_sinusoidal` config saved before the table had
+        a kind and a scale (no `position_table` key) gets `position_table_scale=1.0`, the unscaled
+        sinusoid it was trained with (its weights do not hold the table, so it is rebuilt)."""
+        if config_dict.get("position_encoding") == "visit_sinusoidal" and "position_table" not in config_dict:
+            config_dict = {**config_dict, "position_table_scale": 1.0}
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "BehrtConfig":
@@ -154,6 +216,8 @@ class BehrtConfig(PreTrainedConfig):
             )
         if self.position_encoding == "visit_sinusoidal" and self.hidden_size % 2 != 0:
             raise ValueError(f"position_encoding='visit_sinusoidal' needs an even hidden_size, got {self.hidden_size}.")
+        if self.position_table_scale is not None and not self.position_table_scale > 0:
+            raise ValueError(f"position_table_scale must be positive (or None), got {self.position_table_scale}.")
         if self.max_age < 1:
             raise ValueError(f"max_age must be at least 1 year, got {self.max_age}.")
         if self.type_vocab_size < 1:

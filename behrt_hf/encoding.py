@@ -242,30 +242,20 @@ def encode_columns(
     max_age: int,
     code_map: Callable[[pa.Array], pa.Array] | None = None,
     cls_age: str = "last",
+    truncate_by: str = "visit",
 ) -> EncodedColumns:
     """`[CLS] codes of visit 1 [SEP] ...` for every patient of a validated batch.
 
-    Visits after `until` (per patient, or None) are cut; then whole visits are dropped from the
-    oldest end until the rest fits in `max_length` tokens; if even the last visit alone does not
-    fit, its first `max_length - 2` codes are kept. `code_map` (e.g. the code hierarchy) rewrites
-    the kept codes before the lookup. Codes missing from `vocab` become [UNK]. [CLS] carries the
-    age of the last kept visit (`cls_age="last"`) or of the first (`"first"`, the BEHRT paper).
+    Visits after `until` (per patient, or None) are cut; then the history is truncated to
+    `max_length` tokens from the oldest end (`truncate_by`, see `_first_kept_tokens`).
+    `code_map` (e.g. the code hierarchy) rewrites the kept codes before the lookup. Codes missing
+    from `vocab` become [UNK]. [CLS] carries the age of the last kept visit (`cls_age="last"`) or
+    of the first (`"first"`, the BEHRT paper; with `truncate_by="token"`, of the first kept token,
+    a leading [SEP] included, as the BEHRT code does).
     """
     nv, nc = patients.visits_per_patient, patients.codes_per_visit
-    visit_start = exclusive_cumsum(nv)  # (P + 1,)
-    end = visit_start[:-1] + (nv if until is None else until + 1)  # one past the last visit to keep
-    cost = exclusive_cumsum(nc + 1)  # tokens of visits [0, v): codes + [SEP] each
-    # First visit whose suffix up to `end` fits beside [CLS]; costs are positive, so cost is increasing.
-    first = np.searchsorted(cost, cost[end] - (max_length - 1), side="left")
-    first = np.maximum(first, visit_start[:-1])
-    too_long = first == end  # the last visit alone does not fit: keep its first codes
-    first[too_long] -= 1
-
-    kept_per_patient = end - first  # (P,) >= 1
-    kept = ranges(first, kept_per_patient)  # (K,) flat visit index of every kept visit
+    kept, kept_per_patient, codes_skipped, codes_kept, cls_visit = _kept_visits(nv, nc, until, max_length, truncate_by)
     kept_start = exclusive_cumsum(kept_per_patient)
-    codes_kept = nc[kept]
-    codes_kept[kept_start[:-1][too_long]] = max_length - 2
     number = np.arange(len(kept)) - np.repeat(kept_start[:-1], kept_per_patient) + 1  # visit number, from 1
     age_id = age_ids(patients.ages[kept], age_steps_per_year, max_age)
 
@@ -274,7 +264,7 @@ def encode_columns(
     visit_of_token = np.repeat(np.arange(len(kept)), tokens_per_visit)  # (Tv,)
     within = np.arange(len(visit_of_token)) - np.repeat(exclusive_cumsum(tokens_per_visit)[:-1], tokens_per_visit)
     is_sep = within == codes_kept[visit_of_token]
-    code_index = exclusive_cumsum(nc)[kept][visit_of_token] + within  # into patients.codes (not for [SEP])
+    code_index = (exclusive_cumsum(nc)[kept] + codes_skipped)[visit_of_token] + within  # into patients.codes (not [SEP])
     code_index = code_index[~is_sep]
 
     codes = patients.codes.take(pa.array(code_index))
@@ -299,6 +289,8 @@ def encode_columns(
     input_ids[~is_sep] = code_ids
     ages = scatter(0, age_id[visit_of_token])
     ages[cls_position] = ages[cls_position + cls_age_position(tokens_per_patient, cls_age)]
+    if cls_visit is not None and cls_age == "first":  # the visit of the first kept token, maybe a dropped [SEP]'s
+        ages[cls_position] = age_ids(patients.ages[cls_visit], age_steps_per_year, max_age)
     columns = {
         "input_ids": scatter(special_ids["cls"], input_ids),
         "age_ids": ages,
@@ -309,6 +301,57 @@ def encode_columns(
     unknown = code_ids == special_ids["unk"]
     num_unknown = np.bincount(patient_of_token[~is_sep][unknown], minlength=len(nv)).astype(np.int64)
     return EncodedColumns(offsets, columns, num_unknown, codes.filter(pa.array(unknown)))
+
+
+TRUNCATIONS = ("visit", "token")
+
+
+def _kept_visits(nv, nc, until, max_length: int, truncate_by: str):
+    """The visits each patient keeps: (K,) flat visit indices, (P,) visits kept per patient, and
+    per kept visit the leading codes skipped and the codes kept; the [CLS] age's visit (or None)."""
+    visit_start = exclusive_cumsum(nv)  # (P + 1,)
+    end = visit_start[:-1] + (nv if until is None else until + 1)  # one past the last visit to keep
+    first, skip, head, cls_visit = _first_kept_tokens(nc, visit_start[:-1], end, max_length, truncate_by)
+    kept_per_patient = end - first  # (P,) >= 1
+    kept = ranges(first, kept_per_patient)  # (K,) flat visit index of every kept visit
+    first_kept = exclusive_cumsum(kept_per_patient)[:-1]  # index into `kept` of each patient's first
+    codes_skipped = np.zeros(len(kept), dtype=np.int64)  # leading codes of a visit cut mid-visit
+    codes_skipped[first_kept] = skip
+    codes_kept = nc[kept] - codes_skipped
+    cut_short = head >= 0  # the last visit alone does not fit: keep its first `head` codes
+    codes_kept[first_kept[cut_short]] = head[cut_short]
+    return kept, kept_per_patient, codes_skipped, codes_kept, cls_visit
+
+
+def _first_kept_tokens(nc: np.ndarray, start: np.ndarray, end: np.ndarray, max_length: int, truncate_by: str):
+    """Where each patient's kept history begins, for visits [start, end) with `nc` codes each.
+
+    `truncate_by="visit"`: drop whole visits from the oldest end until the rest fits beside [CLS];
+    if even the last visit does not fit, keep its first `max_length - 2` codes. `"token"` (the
+    BEHRT code): the flat sequence `codes [SEP] codes [SEP] ...` keeps its last `max_length - 1`
+    tokens, which can begin mid-visit; a kept run that begins with a [SEP] drops it ([CLS] takes
+    its place, so that sequence is one token shorter).
+
+    Returns (P,) arrays: the first kept visit, the codes skipped at its start, the codes kept when
+    only a head of the one visit fits (-1: not cut so), and for `"token"` the visit of the first
+    kept token (None for `"visit"`).
+    """
+    if truncate_by not in TRUNCATIONS:
+        raise ValueError(f"truncate_by must be one of {TRUNCATIONS}, got {truncate_by!r}.")
+    cost = exclusive_cumsum(nc + 1)  # tokens of visits [0, v): codes + [SEP] each; strictly increasing
+    no_skip = np.zeros(len(start), dtype=np.int64)
+    if truncate_by == "visit":
+        # First visit whose suffix up to `end` fits beside [CLS].
+        first = np.maximum(np.searchsorted(cost, cost[end] - (max_length - 1), side="left"), start)
+        too_long = first == end
+        first[too_long] -= 1
+        return first, no_skip, np.where(too_long, max_length - 2, -1), None
+    first_token = np.maximum(cost[end] - (max_length - 1), cost[start])  # flat index of the first kept token
+    visit = np.searchsorted(cost, first_token, side="right") - 1  # the visit holding it
+    skip = first_token - cost[visit]
+    at_sep = skip == nc[visit]  # the run begins with that visit's [SEP]: dropped, the next visit is first
+    first = np.where(at_sep, visit + 1, visit)
+    return first, np.where(at_sep, 0, skip), np.full(len(start), -1), visit
 
 
 # --- the layout of encoded sequences: padded (B, T) batches, one patient = a batch of one ----------
@@ -585,6 +628,7 @@ __all__ = [
     "EncodedColumns",
     "PatientColumns",
     "TOKEN_COLUMNS",
+    "TRUNCATIONS",
     "age_ids",
     "cls_age_position",
     "count_visits",

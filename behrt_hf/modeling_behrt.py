@@ -74,6 +74,27 @@ def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
     return table
 
 
+def paper_sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """The sinusoid the BEHRT code writes (`_init_posi_embedding`): dimension j holds
+    sin (j even) or cos (j odd) of pos / 10000^(2j / dim), j the dimension itself rather than
+    its pair. Computed in float64 as the code does with numpy, stored as float32. (P, D)"""
+    position = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)  # (P, 1)
+    dims = torch.arange(dim, dtype=torch.float64)
+    angle = position / torch.pow(10000.0, 2.0 * dims / dim)  # (P, D)
+    table = torch.where(dims.long() % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return table.to(torch.float32)
+
+
+def visit_position_table(config: BehrtConfig) -> torch.Tensor:
+    """The fixed visit table `config.position_table` describes, (max_position_embeddings, hidden_size).
+    "random" draws from the global torch generator (seeded like every other initial weight)."""
+    shape = (config.max_position_embeddings, config.hidden_size)
+    if config.position_table == "random":
+        return torch.randn(shape) * config.initializer_range
+    build = sinusoidal_table if config.position_table == "sinusoid" else paper_sinusoidal_table
+    return build(*shape) * config.resolved_position_table_scale
+
+
 def _in_host_memory(tensor: torch.Tensor) -> bool:
     """True for a CPU tensor outside compilation and tracing: reading its values back costs no device sync."""
     return tensor.device.type == "cpu" and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
@@ -107,17 +128,15 @@ class BehrtEmbeddings(nn.Module):
     def __init__(self, config: BehrtConfig):
         super().__init__()
         self.config = config
-        self.code_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.age_embeddings = nn.Embedding(config.age_vocab_size, config.hidden_size, padding_idx=0)
+        trainable_pad = config.trainable_padding_rows  # the BEHRT code trains its [PAD] rows
+        code_pad, age_pad = (None, None) if trainable_pad else (config.pad_token_id, 0)
+        self.code_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=code_pad)
+        self.age_embeddings = nn.Embedding(config.age_vocab_size, config.hidden_size, padding_idx=age_pad)
         self.segment_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         if config.position_encoding == "token":
             self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        else:  # "visit_sinusoidal": fixed, not trained (BEHRT paper)
-            self.register_buffer(
-                "visit_position_table",
-                sinusoidal_table(config.max_position_embeddings, config.hidden_size),
-                persistent=False,
-            )
+        else:  # "visit_sinusoidal": fixed, not trained; a persistent buffer, saved with the weights
+            self.register_buffer("visit_position_table", visit_position_table(config), persistent=True)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -125,6 +144,8 @@ class BehrtEmbeddings(nn.Module):
         if self.config.position_encoding == "visit_sinusoidal":
             if visit_ids is None:
                 raise ValueError("position_encoding='visit_sinusoidal' needs `visit_ids` (the visit number of each token).")
+            if self.config.cls_shares_first_visit_position:  # [CLS] and visit 1 -> 0, visit k -> k - 1
+                return (visit_ids - 1).clamp(min=0)
             return visit_ids
         if seq_length > self.config.max_position_embeddings:
             raise ValueError(
@@ -308,7 +329,7 @@ class BehrtPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, BehrtEmbeddings) and hasattr(module, "visit_position_table"):
-            init.copy_(module.visit_position_table, sinusoidal_table(*module.visit_position_table.shape))
+            init.copy_(module.visit_position_table, visit_position_table(self.config))
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights (safetensors) and config, plus the two code files and a complete `auto_map`.

@@ -10,7 +10,8 @@ Each token carries its visit's age id, a segment id alternating 0/1 by visit, an
 number (`visit_ids`, [CLS] = 0); the model derives position ids from the config (token index or
 visit number). [CLS] carries the age at the last visit of the sequence, the time of prediction
 (`cls_age="last"`), or at the first (`"first"`, as in the BEHRT paper). Truncation drops whole
-visits from the oldest end, so the most recent history is kept.
+visits from the oldest end, so the most recent history is kept (`truncate_by="visit"`), or keeps
+the last tokens as the BEHRT code does (`"token"`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from .configuration_behrt import AGE_STEPS_PER_YEAR
-from .encoding import TOKEN_COLUMNS, PatientColumns, age_ids, encode_columns
+from .encoding import TOKEN_COLUMNS, TRUNCATIONS, PatientColumns, age_ids, encode_columns
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,18 @@ SPECIAL_TOKENS = {
 }
 CODE_HIERARCHIES = (None, "category")
 CLS_AGES = ("last", "first")
+
+# Settings that make `encode_patients` lay patients out as the BEHRT code's data loaders did
+# (github.com/deepmedicine/BEHRT, dataLoader/): ages in months up to 110 years, [CLS] with the
+# first kept token's age, the last max_length - 1 tokens kept (mid-visit cuts allowed). With the
+# `original` model preset, positions, segments and ages then match that code's token for token
+# (its age ids and vocabulary order by a re-indexing, see `behrt_hf.convert_original`).
+ORIGINAL_TOKENIZER_SETTINGS = dict(age_unit="month", max_age=110, cls_age="first", truncate_by="token")
+
+
+def tokenizer_settings_for_preset(preset: str) -> dict:
+    """Tokenizer settings a model preset needs (`original`: `ORIGINAL_TOKENIZER_SETTINGS`; others: none)."""
+    return dict(ORIGINAL_TOKENIZER_SETTINGS) if preset == "original" else {}
 
 
 def count_codes(patients: Iterable[Mapping[str, Any]] | Any) -> Counter:
@@ -86,6 +99,7 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
         model_max_length: int = 512,
         code_hierarchy: str | None = None,
         cls_age: str = "last",
+        truncate_by: str = "visit",
     ) -> "BehrtTokenizerFast":
         """Build the vocabulary from patients (use the training split only).
 
@@ -104,6 +118,10 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
         directly (a task's input ends at its index visit, a next-visit input at the visit before
         the target: never a later age). `"first"`: the first kept visit's, as in the BEHRT paper.
         The README gives the two settings' scores on a synthetic task.
+
+        `truncate_by`: `"visit"` (default) drops whole visits from the oldest end; `"token"` keeps
+        the last `max_length - 1` tokens of `codes [SEP] codes [SEP] ...` as the BEHRT code does
+        (a cut can fall inside a visit; a kept run that starts with [SEP] loses it to [CLS]).
         """
         if min_frequency < 1:
             raise ValueError(f"min_frequency must be >= 1, got {min_frequency}.")
@@ -115,6 +133,8 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
             raise ValueError(f"code_hierarchy must be one of {CODE_HIERARCHIES}, got {code_hierarchy!r}.")
         if cls_age not in CLS_AGES:
             raise ValueError(f"cls_age must be one of {CLS_AGES}, got {cls_age!r}.")
+        if truncate_by not in TRUNCATIONS:
+            raise ValueError(f"truncate_by must be one of {TRUNCATIONS}, got {truncate_by!r}.")
         counts = count_codes(patients)
         if code_hierarchy == "category":
             from .code_hierarchy import coarsen_code  # imports the ICD-10-CM tables: only when asked
@@ -128,22 +148,27 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
         ranked = sorted((c for c, n in counts.items() if n >= min_frequency), key=lambda c: (-counts[c], c))
         if max_size is not None:
             ranked = ranked[:max_size]
+        return cls.from_codes(
+            ranked, model_max_length=model_max_length, age_unit=age_unit, max_age=max_age,
+            code_hierarchy=code_hierarchy, cls_age=cls_age, truncate_by=truncate_by,
+        )
+
+    @classmethod
+    def from_codes(cls, codes: Sequence[str], **settings) -> "BehrtTokenizerFast":
+        """A tokenizer whose vocabulary is the special tokens ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3
+        [MASK]=4) then `codes` in the given order; `settings` are `build_vocab`'s keyword settings
+        (`model_max_length`, `age_unit`, `max_age`, `code_hierarchy`, `cls_age`, `truncate_by`)."""
+        codes = list(codes)
         specials = list(SPECIAL_TOKENS.values())
-        clash = set(ranked) & set(specials)
+        clash = set(codes) & set(specials)
         if clash:
             raise ValueError(f"Codes {sorted(clash)} collide with special tokens.")
-        vocab = {token: i for i, token in enumerate(specials + ranked)}
+        if len(set(codes)) != len(codes):
+            raise ValueError("The codes of a vocabulary must be distinct.")
+        vocab = {token: i for i, token in enumerate(specials + codes)}
         backend = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
         backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        return cls(
-            tokenizer_object=backend,
-            model_max_length=model_max_length,
-            age_unit=age_unit,
-            max_age=max_age,
-            code_hierarchy=code_hierarchy,
-            cls_age=cls_age,
-            **SPECIAL_TOKENS,
-        )
+        return cls(tokenizer_object=backend, **settings, **SPECIAL_TOKENS)
 
     # --- settings -----------------------------------------------------------------------------
 
@@ -165,6 +190,11 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
         """Whose age [CLS] carries: `"last"` (the last visit's) or `"first"`. Tokenizers saved
         before this setting existed encoded `"first"` and keep doing so."""
         return self.init_kwargs.get("cls_age", "first")
+
+    @property
+    def truncate_by(self) -> str:
+        """`"visit"` (whole visits dropped from the oldest end) or `"token"` (the BEHRT code's cut)."""
+        return self.init_kwargs.get("truncate_by", "visit")
 
     @property
     def age_vocab_size(self) -> int:
@@ -230,7 +260,7 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
             patient: `{"patient_id", "sex", "visits": [{"time", "age", "codes"}, ...]}`.
             max_length: tokens per sequence, [CLS] and [SEP]s included (default `model_max_length`).
                 Whole visits are dropped from the oldest end to fit; if the most recent visit alone
-                is too long, its first codes are kept.
+                is too long, its first codes are kept (`truncate_by="token"`: see `build_vocab`).
             until_visit: index (0-based) of the last visit to include, e.g. a task's index visit:
                 nothing after it reaches the output.
             return_unknown_count: add `num_unknown_codes` (codes of the kept visits mapped to [UNK]).
@@ -280,7 +310,7 @@ class BehrtTokenizerFast(PreTrainedTokenizerFast):
             patients, until, max_length, vocab, vocab_ids,
             {"unk": self.unk_token_id, "cls": self.cls_token_id, "sep": self.sep_token_id},
             self.age_steps_per_year, self.max_age,
-            code_map=code_map, cls_age=self.cls_age,
+            code_map=code_map, cls_age=self.cls_age, truncate_by=self.truncate_by,
         )
         if len(encoded.unknown_codes):
             counts = pc.value_counts(encoded.unknown_codes)
@@ -299,4 +329,12 @@ def _last_visits(until_visit, visits_per_patient: np.ndarray) -> np.ndarray:
     return np.where(missing, visits_per_patient - 1, until_visit.fill_null(0).to_numpy(zero_copy_only=False))
 
 
-__all__ = ["BehrtTokenizerFast", "CLS_AGES", "CODE_HIERARCHIES", "SPECIAL_TOKENS", "count_codes"]
+__all__ = [
+    "BehrtTokenizerFast",
+    "CLS_AGES",
+    "CODE_HIERARCHIES",
+    "ORIGINAL_TOKENIZER_SETTINGS",
+    "SPECIAL_TOKENS",
+    "count_codes",
+    "tokenizer_settings_for_preset",
+]

@@ -2,6 +2,7 @@
 
 import copy
 import inspect
+import math
 
 import pytest
 import torch
@@ -340,9 +341,11 @@ def test_visit_sinusoidal_positions_are_fixed_and_follow_visit_ids(tmp_path):
     config = tiny_config(position_encoding="visit_sinusoidal")
     model = BehrtModel(config)
     table = model.embeddings.visit_position_table
-    assert not table.requires_grad
-    torch.testing.assert_close(table, sinusoidal_table(config.max_position_embeddings, config.hidden_size))
-    assert "embeddings.visit_position_table" not in model.state_dict()
+    assert not table.requires_grad and "embeddings.visit_position_table" not in dict(model.named_parameters())
+    # scaled by default so that each dimension has an rms near initializer_range
+    scale = math.sqrt(2) * config.initializer_range
+    torch.testing.assert_close(table, scale * sinusoidal_table(config.max_position_embeddings, config.hidden_size))
+    assert "embeddings.visit_position_table" in model.state_dict()  # saved with the weights
     # visit ids, not token positions, drive the encoding: changing them changes the output
     tester = BehrtModelTester(position_encoding="visit_sinusoidal")
     model.eval()
@@ -352,9 +355,80 @@ def test_visit_sinusoidal_positions_are_fixed_and_follow_visit_ids(tmp_path):
         assert not torch.allclose(model(**inputs).last_hidden_state, model(**shifted).last_hidden_state)
     with pytest.raises(ValueError, match="needs `visit_ids`"):
         model(input_ids=inputs["input_ids"])
-    # the table survives a from_pretrained (it is a non-persistent buffer re-initialised on load)
+    # the table survives a from_pretrained, as saved, even if the config would build another one
+    with torch.no_grad():
+        table.add_(torch.randn_like(table))
     model.save_pretrained(tmp_path)
-    torch.testing.assert_close(BehrtModel.from_pretrained(tmp_path).embeddings.visit_position_table, table)
+    assert torch.equal(BehrtModel.from_pretrained(tmp_path).embeddings.visit_position_table, table)
+
+
+def test_a_visit_sinusoidal_model_saved_before_the_scale_reloads_unscaled(tmp_path):
+    """Folders written before the table was saved and scaled: no table in the weights, no
+    `position_table*` in config.json. They were trained with the unscaled sinusoid."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    config = tiny_config(position_encoding="visit_sinusoidal")
+    BehrtModel(config).save_pretrained(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    for key in ("position_table", "position_table_scale", "cls_shares_first_visit_position", "trainable_padding_rows"):
+        raw.pop(key)
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    weights = load_file(tmp_path / "model.safetensors")
+    weights.pop("embeddings.visit_position_table")
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    reloaded = BehrtModel.from_pretrained(tmp_path)
+    assert reloaded.config.position_table_scale == 1.0
+    torch.testing.assert_close(reloaded.embeddings.visit_position_table,
+                               sinusoidal_table(config.max_position_embeddings, config.hidden_size))
+
+
+@pytest.mark.parametrize("kind", ["sinusoid", "paper_sinusoid", "random"])
+def test_position_table_kinds_scales_and_reload(kind, tmp_path):
+    config = tiny_config(position_encoding="visit_sinusoidal", position_table=kind)
+    table = BehrtModel(config).embeddings.visit_position_table
+    rms = table.pow(2).mean(0).sqrt()  # (H,) per dimension, over the 64 positions
+    if kind == "random":
+        assert abs(float(table.std()) - config.initializer_range) < 0.003
+    else:  # sinusoids: the largest entries sqrt(2) * initializer_range, not 1
+        assert math.isclose(float(table.abs().max()), math.sqrt(2) * config.initializer_range, rel_tol=1e-3)
+        assert float(rms.max()) < 1.5 * config.initializer_range
+        unscaled = BehrtModel(tiny_config(position_encoding="visit_sinusoidal", position_table=kind,
+                                          position_table_scale=1.0)).embeddings.visit_position_table
+        torch.testing.assert_close(unscaled * math.sqrt(2) * config.initializer_range, table)
+    model = BehrtModel(config)
+    model.save_pretrained(tmp_path)
+    reloaded = BehrtModel.from_pretrained(tmp_path)
+    assert reloaded.config.position_table == kind and reloaded.config.position_table_scale is None
+    assert torch.equal(reloaded.embeddings.visit_position_table, model.embeddings.visit_position_table)
+    with pytest.raises(Exception, match="position_table_scale must be positive"):
+        tiny_config(position_table_scale=0.0)
+
+
+def test_cls_can_share_the_first_visits_position():
+    tester = BehrtModelTester(position_encoding="visit_sinusoidal", cls_shares_first_visit_position=True)
+    model = BehrtModel(tester.config).eval()
+    inputs = tester.prepare_inputs()
+    shifted = (inputs["visit_ids"] - 1).clamp(min=0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).last_hidden_state,
+                                   model(**inputs, position_ids=shifted).last_hidden_state)
+        assert not torch.allclose(model(**inputs).last_hidden_state,
+                                  model(**inputs, position_ids=inputs["visit_ids"]).last_hidden_state)
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_padding_rows_are_trained_only_when_asked(trainable):
+    tester = BehrtModelTester(trainable_padding_rows=trainable)
+    model = BehrtModel(tester.config)  # no tied decoder: the input side alone
+    embeddings = model.embeddings
+    assert bool(embeddings.code_embeddings.weight[0].abs().sum() > 0) == trainable
+    inputs = tester.prepare_inputs()  # row 1 ends in [PAD] tokens
+    inputs["age_ids"][:, 0] = 0  # a token with the padding age
+    model(**inputs).last_hidden_state.pow(2).sum().backward()
+    assert bool(embeddings.age_embeddings.weight.grad[0].abs().sum() > 0) == trainable
+    assert bool(embeddings.code_embeddings.weight.grad[0].abs().sum() > 0) == trainable
 
 
 def test_out_of_range_ids_give_a_clear_error():
@@ -445,7 +519,7 @@ def test_config_round_trip_and_validation(tmp_path):
     config.save_pretrained(tmp_path)
     loaded = BehrtConfig.from_pretrained(tmp_path)
     assert loaded.to_dict() == config.to_dict()
-    assert loaded.age_vocab_size == 120 * 12 + 2
+    assert loaded.age_vocab_size == 110 * 12 + 2  # the BEHRT code's 1,322 age rows
     with pytest.raises(ValueError, match="Unknown BEHRT preset 'huge'"):
         BehrtConfig.from_preset("huge")
     with pytest.raises(Exception, match="not a multiple of num_attention_heads"):

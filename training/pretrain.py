@@ -33,7 +33,7 @@ from behrt_hf.hub import render_model_card
 from behrt_hf.objectives import Objective
 from behrt_hf.sampler import CutLengthGroupedSampler, SetEpochCallback
 from behrt_hf.metrics.pretraining import PretrainingEvaluator, frequency_baseline
-from behrt_hf.tokenization_behrt import CODE_HIERARCHIES
+from behrt_hf.tokenization_behrt import CODE_HIERARCHIES, tokenizer_settings_for_preset
 from behrt_hf.tracking import RunTrackerCallback, write_summary
 from behrt_hf.training.arguments import CohortArguments, parse_args, parse_config_overrides
 from behrt_hf.training.trainer import BehrtTrainer, start_run
@@ -132,11 +132,13 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer:
     return model
 
 
-def prepare_tokenizer(cohort, data_args, output_dir: Path, resuming: bool) -> BehrtTokenizerFast:
-    """Vocabulary from the training split only; on resume it must equal the one saved with the run."""
+def prepare_tokenizer(cohort, data_args, output_dir: Path, resuming: bool, preset: str = "small") -> BehrtTokenizerFast:
+    """Vocabulary from the training split only; on resume it must equal the one saved with the run.
+    The `original` preset encodes as the BEHRT code did (`tokenizer_settings_for_preset`)."""
     tokenizer = BehrtTokenizerFast.build_vocab(
         cohort["train"], min_frequency=data_args.min_code_frequency, max_size=data_args.max_vocab_size,
         model_max_length=data_args.max_length, code_hierarchy=data_args.code_hierarchy,
+        **tokenizer_settings_for_preset(preset),
     )
     saved = output_dir / "tokenizer.json"
     if resuming and saved.exists():
@@ -159,7 +161,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Tra
     # data and vocabulary
     with training_args.main_process_first(desc="data"):
         cohort = data_args.load_cohort()
-        tokenizer = prepare_tokenizer(cohort, data_args, output_dir, resuming=checkpoint is not None)
+        tokenizer = prepare_tokenizer(cohort, data_args, output_dir, resuming=checkpoint is not None,
+                                      preset=model_args.preset)
         train_dataset, eval_dataset = build_datasets(cohort, tokenizer, data_args, training_args)
     logger.info("vocabulary %d tokens; %d train / %d eval patients", len(tokenizer), len(train_dataset), len(eval_dataset))
 
