@@ -105,6 +105,12 @@ class BehrtConfig(PreTrainedConfig):
         pooling (`str`, *optional*, defaults to `"cls"`):
             How the patient embedding is pooled from the last hidden states: `"cls"` (the [CLS]
             token), `"mean"` or `"max"` over non-padding tokens; followed by a dense layer and tanh.
+        layer_norm_position (`str`, *optional*, defaults to `"post"`):
+            Where each encoder layer normalises. `"post"`: after each residual sum, as BERT and the
+            published BEHRT. `"pre"`: on the input of each attention and feed-forward branch, with a
+            final LayerNorm after the last layer (Xiong et al., 2020, "On Layer Normalization in the
+            Transformer Architecture"); its gradients are well scaled at initialisation, so it trains
+            at high learning rates without a long warm-up. Same parameter names either way.
         layer_norm_eps (`float`, *optional*, defaults to 1e-12):
             Epsilon of the layer norms.
         initializer_range (`float`, *optional*, defaults to 0.02):
@@ -166,6 +172,7 @@ class BehrtConfig(PreTrainedConfig):
     max_age: int = 120
     trainable_padding_rows: bool = False
     pooling: Literal["cls", "mean", "max"] = "cls"
+    layer_norm_position: Literal["post", "pre"] = "post"
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     pad_token_id: int | None = 0

@@ -2,8 +2,9 @@
 
 BEHRT (Li et al., 2020, "BEHRT: Transformer for Electronic Health Records", Sci Rep 10:7155)
 embeds each token as code + age + segment + position. Everything EHR-specific lives in
-`BehrtEmbeddings`; the encoder is a standard post-LN BERT encoder with BERT's parameter names
-(`query`/`key`/`value`/`dense`/`LayerNorm`), so LoRA targets and state-dict layouts carry over.
+`BehrtEmbeddings`; the encoder is a BERT encoder with BERT's parameter names
+(`query`/`key`/`value`/`dense`/`LayerNorm`), so LoRA targets and state-dict layouts carry over:
+post-LN as in BERT and BEHRT, or pre-LN (`config.layer_norm_position`).
 
 The encoder is written here rather than imported from `transformers.models.bert` (`BertEncoder`,
 `BertLayer`; read in transformers 5.0 and 5.24) because:
@@ -224,18 +225,28 @@ class BehrtSelfAttention(nn.Module):
 
 
 class BehrtResidualOutput(nn.Module):
-    """Project back to hidden_size, dropout, add the residual, LayerNorm (post-LN). BERT's
-    `BertSelfOutput` after attention (in = hidden_size) and `BertOutput` after the feed-forward
-    (in = intermediate_size), with the same parameter names."""
+    """Project back to hidden_size, dropout, add the residual. BERT's `BertSelfOutput` after
+    attention (in = hidden_size) and `BertOutput` after the feed-forward (in = intermediate_size),
+    with the same parameter names.
+
+    Post-LN (`config.layer_norm_position="post"`) normalises the sum here. Pre-LN leaves the sum
+    as it is and `normalize_input` normalises the branch's input instead: the same `LayerNorm`
+    module, applied before the branch rather than after it, so both layouts share one state dict."""
 
     def __init__(self, config: BehrtConfig, in_features: int):
         super().__init__()
+        self.pre_ln = config.layer_norm_position == "pre"
         self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
+    def normalize_input(self, hidden_states):
+        """The input of the branch this module closes: normalised under pre-LN, unchanged under post-LN."""
+        return self.LayerNorm(hidden_states) if self.pre_ln else hidden_states
+
     def forward(self, hidden_states, residual):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)  # (B, T, H)
+        summed = self.dropout(self.dense(hidden_states)) + residual  # (B, T, H)
+        return summed if self.pre_ln else self.LayerNorm(summed)
 
 
 class BehrtAttention(nn.Module):
@@ -245,7 +256,7 @@ class BehrtAttention(nn.Module):
         self.output = BehrtResidualOutput(config, config.hidden_size)
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False):
-        context, weights = self.self(hidden_states, attention_mask, output_attentions)
+        context, weights = self.self(self.output.normalize_input(hidden_states), attention_mask, output_attentions)
         return self.output(context, hidden_states), weights
 
 
@@ -260,7 +271,8 @@ class BehrtIntermediate(nn.Module):
 
 
 class BehrtLayer(GradientCheckpointingLayer):
-    """Post-LN transformer block: attention, then feed-forward, each with residual + LayerNorm."""
+    """Transformer block: attention, then feed-forward, each with a residual and a LayerNorm
+    (after the sum under post-LN, on the branch input under pre-LN; `config.layer_norm_position`)."""
 
     def __init__(self, config: BehrtConfig):
         super().__init__()
@@ -270,20 +282,27 @@ class BehrtLayer(GradientCheckpointingLayer):
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False):
         attention_output, weights = self.attention(hidden_states, attention_mask, output_attentions)
-        layer_output = self.output(self.intermediate(attention_output), attention_output)
-        return layer_output, weights
+        intermediate = self.intermediate(self.output.normalize_input(attention_output))
+        return self.output(intermediate, attention_output), weights
 
 
 class BehrtEncoder(nn.Module):
+    """The stack of layers; under pre-LN a final `LayerNorm` normalises the last layer's output
+    (the residual stream is never normalised inside the layers)."""
+
     def __init__(self, config: BehrtConfig):
         super().__init__()
         self.layer = nn.ModuleList([BehrtLayer(config) for _ in range(config.num_hidden_layers)])
+        if config.layer_norm_position == "pre":
+            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False, output_hidden_states=False):
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        for layer in self.layer:
+        for index, layer in enumerate(self.layer):
             hidden_states, weights = layer(hidden_states, attention_mask, output_attentions=output_attentions)
+            if hasattr(self, "LayerNorm") and index == len(self.layer) - 1:
+                hidden_states = self.LayerNorm(hidden_states)  # pre-LN: the final norm
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:

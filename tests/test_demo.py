@@ -36,7 +36,7 @@ def flag_lists(args: demo.DemoArguments) -> tuple[list[str], list[str]]:
         common += ["--use_cpu"]
     pre = common + [
         "--output_dir", str(root / "pretrained"), "--objective", "mlm+nvp", "--preset", args.preset,
-        "--max_steps", str(args.pretrain_steps), "--learning_rate", "2e-3",
+        "--max_steps", str(args.pretrain_steps),  # learning rate, betas, weight decay: behrt-pretrain's recipe defaults
         "--warmup_steps", str(max(1, min(100, args.pretrain_steps // 20))),
         "--logging_steps", str(max(1, args.pretrain_steps // 10)),
         "--save_strategy", "steps", "--save_steps", str(max(1, args.pretrain_steps // 2)), "--save_total_limit", "1",
@@ -69,7 +69,7 @@ def test_demo_runs_get_the_settings_of_its_former_command_lines(tmp_path, flags)
     root = tmp_path
     assert_same_arguments(
         demo.pretrain_arguments(args, root / "pretrained"),
-        parse_args((pretrain.ModelArguments, pretrain.DataArguments, TrainingArguments), pre_flags))
+        parse_args((pretrain.ModelArguments, pretrain.DataArguments, pretrain.PretrainingArguments), pre_flags))
     assert_same_arguments(
         demo.finetune_arguments(args, root / f"lora_{args.task}", root / "pretrained"),
         parse_args((finetune.FinetuneModelArguments, finetune.FinetuneDataArguments, TrainingArguments),

@@ -542,3 +542,70 @@ def test_preset_parameter_counts():
     assert (original.hidden_size, original.num_hidden_layers, original.num_attention_heads,
             original.intermediate_size, original.position_encoding, original.type_vocab_size) == (
         288, 6, 12, 512, "visit_sinusoidal", 2)
+
+
+# --- layer-norm position ---------------------------------------------------------------------
+
+
+def _layer_by_hand(layer, x):
+    """One encoder layer written out from its weights (eval mode, no mask): pre-LN is
+    h = x + attn(LN1(x)), out = h + ffn(LN2(h)); post-LN is h = LN1(x + attn(x)), out = LN2(h + ffn(h))."""
+    att, pre = layer.attention, layer.attention.output.pre_ln
+    ln1, ln2 = att.output.LayerNorm, layer.output.LayerNorm
+
+    def attn(h):
+        b, t, d = h.shape
+        heads = att.self.num_heads
+        q, k, v = (m(h).view(b, t, heads, d // heads).transpose(1, 2) for m in (att.self.query, att.self.key, att.self.value))
+        weights = ((q @ k.transpose(-1, -2)) / (d // heads) ** 0.5).softmax(-1)
+        return att.output.dense((weights @ v).transpose(1, 2).reshape(b, t, d))
+
+    def ffn(h):
+        return layer.output.dense(torch.nn.functional.gelu(layer.intermediate.dense(h)))
+
+    if pre:
+        h = x + attn(ln1(x))
+        return h + ffn(ln2(h))
+    h = ln1(x + attn(x))
+    return ln2(h + ffn(h))
+
+
+@pytest.mark.parametrize("position", ["post", "pre"])
+def test_layer_norm_position_computes_its_layout(position):
+    model = BehrtModel(tiny_config(layer_norm_position=position)).eval()
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        got, _ = model.encoder.layer[0](x)
+        expected = _layer_by_hand(model.encoder.layer[0], x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pre_ln_has_a_final_layer_norm_and_the_same_layer_parameters():
+    post, pre = BehrtModel(tiny_config()), BehrtModel(tiny_config(layer_norm_position="pre"))
+    extra = set(pre.state_dict()) - set(post.state_dict())
+    assert extra == {"encoder.LayerNorm.weight", "encoder.LayerNorm.bias"}
+    assert set(post.state_dict()) <= set(pre.state_dict())
+    tester = BehrtModelTester(layer_norm_position="pre")
+    pre.eval()
+    with torch.no_grad():
+        out = pre(**tester.prepare_inputs(), output_hidden_states=True)
+    torch.testing.assert_close(out.hidden_states[-1], out.last_hidden_state)
+    # the last hidden state is normalised: zero mean, unit variance over the hidden dimension
+    torch.testing.assert_close(out.last_hidden_state.mean(-1), torch.zeros(3, 12), atol=1e-5, rtol=0)
+
+
+def test_pre_ln_round_trips_and_defaults_to_post_for_old_configs(tmp_path):
+    tester = BehrtModelTester(layer_norm_position="pre")
+    model = BehrtForPreTraining(tester.config).eval()
+    model.save_pretrained(tmp_path)
+    reloaded, info = BehrtForPreTraining.from_pretrained(tmp_path, output_loading_info=True)
+    assert reloaded.config.layer_norm_position == "pre"
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    inputs = tester.prepare_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).mlm_logits, reloaded.eval()(**inputs).mlm_logits)
+    saved = tiny_config().to_dict()
+    saved.pop("layer_norm_position")  # a config.json written before the field existed
+    assert BehrtConfig(**{k: v for k, v in saved.items() if k != "model_type"}).layer_norm_position == "post"
+    with pytest.raises(Exception):
+        tiny_config(layer_norm_position="middle")

@@ -173,3 +173,23 @@ def test_attention_implementation_is_set_through_the_config(cohort, implementati
     model_args = pretrain.ModelArguments(config_overrides=TINY, attn_implementation=implementation)
     model = pretrain.build_model(model_args, pretrain.DataArguments(dataset_path=cohort, max_length=48), tokenizer)
     assert model.config._attn_implementation == implementation
+
+
+def test_a_command_without_training_flags_trains_with_the_recipe(cohort, tmp_path):
+    """transformers' defaults (batch 8, lr 5e-5, no warm-up) leave a small BEHRT near the frequency
+    baseline: `behrt-pretrain` must default to the recipe instead, and flags still override it."""
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Capture(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen.update({key: getattr(args, key) for key in pretrain.RECIPE})
+
+    pretrain.main(["--dataset_path", cohort, "--output_dir", str(tmp_path / "a"), "--do_train", "--max_steps", "1",
+                   *COMMON], callbacks=[Capture()])
+    assert seen == pretrain.RECIPE
+    assert pretrain.RECIPE["per_device_train_batch_size"] >= 32 and pretrain.RECIPE["learning_rate"] > 5e-5
+    pretrain.main(["--dataset_path", cohort, "--output_dir", str(tmp_path / "b"), "--do_train", "--max_steps", "1",
+                   "--learning_rate", "1e-4", "--per_device_train_batch_size", "4", *COMMON], callbacks=[Capture()])
+    assert seen["learning_rate"] == 1e-4 and seen["per_device_train_batch_size"] == 4

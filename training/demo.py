@@ -55,11 +55,19 @@ def pretrain_arguments(args: DemoArguments, output_dir: Path):
         pretrain.ModelArguments(preset=args.preset),
         pretrain.DataArguments(objective="mlm+nvp", **cohort_fields(args)),
         scripted_training_arguments(
-            output_dir, max_steps=args.pretrain_steps, learning_rate=2e-3, seed=args.seed, batch_size=args.batch_size,
-            use_cpu=args.use_cpu, logging_steps=max(1, args.pretrain_steps // 10),
-            **pretraining_checkpoints(args.pretrain_steps),
+            output_dir, max_steps=args.pretrain_steps, learning_rate=pretrain.RECIPE["learning_rate"], seed=args.seed,
+            batch_size=args.batch_size, use_cpu=args.use_cpu, logging_steps=max(1, args.pretrain_steps // 10),
+            **{**pretraining_checkpoints(args.pretrain_steps), **recipe_settings()},
         ),
     )
+
+
+def recipe_settings() -> dict:
+    """The pretraining recipe's optimiser fields besides the learning rate, the batch and the warm-up:
+    the demo's own `batch_size` sets the batch of both its runs, and its warm-up (`pretraining_checkpoints`)
+    scales with `pretrain_steps`, so that a short demo is not all warm-up."""
+    kept_by_demo = ("learning_rate", "per_device_train_batch_size", "warmup_steps")
+    return {k: v for k, v in pretrain.RECIPE.items() if k not in kept_by_demo}
 
 
 def finetune_arguments(args: DemoArguments, output_dir: Path, pretrained: Path):
