@@ -35,6 +35,7 @@ PRESETS: dict[str, dict] = {
         age_unit="month",
         max_age=110,
         trainable_padding_rows=True,
+        layer_norm_position="post",  # BEHRT is post-LN whatever the default becomes
     ),
 }
 
