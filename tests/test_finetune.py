@@ -29,12 +29,16 @@ def task_cohort(tmp_path_factory):
 def pretrained(tmp_path_factory, task_cohort):
     """A tiny 'pretrained' BEHRT (random weights) with its tokenizer, saved like behrt-pretrain saves it."""
     _, splits = task_cohort
-    path = tmp_path_factory.mktemp("pretrained")
+    return save_tiny_base(tmp_path_factory.mktemp("pretrained"), splits, BehrtForPreTraining)
+
+
+def save_tiny_base(path, splits, model_class):
+    """A tiny random `model_class` and the tokenizer of `splits["train"]`, saved in `path`."""
     tokenizer = BehrtTokenizerFast.build_vocab(splits["train"], model_max_length=64)
     config = BehrtConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=37, max_position_embeddings=64)
     torch.manual_seed(0)
-    BehrtForPreTraining(config).save_pretrained(path)
+    model_class(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
 
@@ -185,15 +189,10 @@ def test_lora_on_a_masked_lm_base_saves_its_new_pooler(task_cohort, tmp_path):
     """A masked-LM checkpoint has no pooler: the fresh one is trained in full and saved with the adapter,
     so the adapter reproduces its predictions whatever the random state at reload."""
     path, splits = task_cohort
-    base = tmp_path / "mlm"
-    tokenizer = BehrtTokenizerFast.build_vocab(splits["train"], model_max_length=64)
-    config = BehrtConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=37, max_position_embeddings=64)
-    torch.manual_seed(0)
-    BehrtForMaskedLM(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    base = save_tiny_base(tmp_path / "mlm", splits, BehrtForMaskedLM)
+    tokenizer = BehrtTokenizerFast.from_pretrained(base)
     out = tmp_path / "lora"
-    run(path, out, "--mode", "lora", "--model_name_or_path", str(base), "--max_steps", "4", "--learning_rate", "1e-2")
+    run(path, out, "--mode", "lora", "--model_name_or_path", base, "--max_steps", "4", "--learning_rate", "1e-2")
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert "pooler" in adapter_config["modules_to_save"]
 
