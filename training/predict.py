@@ -41,7 +41,8 @@ from transformers import AutoTokenizer
 from transformers.utils import find_adapter_config_file
 
 from behrt_hf import BehrtForSequenceClassification, BehrtTokenizerFast
-from behrt_hf.encoding import TOKEN_COLUMNS, pad_value
+from behrt_hf.data_collator import pad_features
+from behrt_hf.embeddings import encoded_rows
 from behrt_hf.labels import read_labels
 from behrt_hf.schema import MEDS_SPLIT_NAMES
 from behrt_hf.tasks import (
@@ -121,21 +122,6 @@ def _has_head(source: str) -> bool:
         return any(k.startswith("classifier.") for k in f.keys())
 
 
-def padded_batch(encoded: pa.Table, pad_token_id: int) -> dict[str, torch.Tensor]:
-    """(B, T) int64 tensors of the token columns of an encoded Arrow batch, right-padded."""
-    offsets = encoded.column("input_ids").combine_chunks().offsets.to_numpy()
-    lengths = np.diff(offsets)
-    valid = np.arange(int(lengths.max()) if len(lengths) else 0) < lengths[:, None]
-    batch = {}
-    for name in TOKEN_COLUMNS:
-        values = encoded.column(name).combine_chunks()
-        flat = values.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
-        out = np.full(valid.shape, pad_value(name, pad_token_id), np.int64)
-        out[valid] = flat
-        batch[name] = torch.from_numpy(out)
-    return batch
-
-
 def output_schema(kind: LabelKind) -> pa.Schema:
     value = kind.value_column
     value_type = {"boolean_value": pa.bool_(), "integer_value": pa.int64(), "float_value": pa.float64(),
@@ -204,7 +190,7 @@ def run(args: PredictArguments) -> dict:
             for start in range(0, len(split), args.batch_size):
                 batch = split.with_format("arrow")[start:start + args.batch_size]
                 encoded = encode_sample_batch(batch, patients, tokenizer, max_length)
-                inputs = {k: v.to(device) for k, v in padded_batch(encoded, tokenizer.pad_token_id).items()}
+                inputs = {k: v.to(device) for k, v in pad_features(encoded_rows(encoded), tokenizer.pad_token_id).items()}
                 tick = time.perf_counter()
                 logits = model(**inputs).logits.float().cpu().numpy()
                 forward_seconds += time.perf_counter() - tick
