@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from .encoding import visits_array
 from .tasks import Task
 from .tokenization_behrt import BehrtTokenizerFast
 
@@ -171,7 +172,7 @@ def _flat(column) -> tuple[np.ndarray, np.ndarray]:
 
 def _visit_ages(eligible: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Every visit's age (years), flattened, and the offset of each patient's first visit in it."""
-    visits = eligible.select_columns(["visits"]).with_format("arrow")[:].column("visits").combine_chunks()
+    visits = visits_array(eligible.select_columns(["visits"]).with_format("arrow")[:])
     counts = pc.list_value_length(visits).fill_null(0).to_numpy().astype(np.int64)
     ages = pc.struct_field(pc.list_flatten(visits), "age").cast(pa.float64()).to_numpy(zero_copy_only=False)
     return ages, np.concatenate([[0], np.cumsum(counts)])[:-1]

@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 import torch
 
 from .encoding import cut_at_times, exclusive_cumsum, first_event_times, visits_array
-from .labels import PROBLEMS, value_column
+from .labels import PROBLEMS, TIMESTAMP, value_column
 from .metrics import compute_binary_metrics
 from .schema import MEDS_SPLIT_NAMES
 from .stats import age_bands, format_subgroups, subgroup_metrics
@@ -54,7 +54,6 @@ from .stats import age_bands, format_subgroups, subgroup_metrics
 logger = logging.getLogger(__name__)
 
 SPLIT_FROM_MEDS = {meds_name: name for name, meds_name in MEDS_SPLIT_NAMES.items()}
-TIMESTAMP_US = pa.timestamp("us")
 
 CLASS_IMBALANCE = ("pos_weight", "sampler", "none")
 
@@ -219,7 +218,7 @@ def _patient_index(patients: datasets.Dataset, batch_size: int = 10_000) -> pa.T
     for batch in patients.select_columns(["patient_id", "visits"]).with_format("arrow").iter(batch_size):
         parts.append(pa.table({"subject_id": _subject_ids(batch.column("patient_id"), "cohort"),
                                "row": pa.array(np.arange(row, row + batch.num_rows)),
-                               "first": first_event_times(batch).cast(TIMESTAMP_US)}))
+                               "first": first_event_times(batch).cast(TIMESTAMP)}))
         row += batch.num_rows
     return pa.concat_tables(parts) if parts else pa.table({"subject_id": pa.array([], pa.int64())})
 
