@@ -389,6 +389,8 @@ PUBLISHED_FILES = (
     # the code `trust_remote_code` loads, the tokenizer, the card
     "configuration_behrt.py", "modeling_behrt.py",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "README.md",
+    # what a fine-tuned model predicts (its label column and classes), read by behrt-predict
+    "label_kind.json",
     # aggregates of the run (checked by `per_patient_entries`) and plots of them
     "summary.json", "all_results.json", "train_results.json", "eval_results.json", "trainer_state.json",
     "metrics.jsonl", "training_curves.png", "*roc.png", "*pr.png", "*calibration.png",

@@ -38,6 +38,7 @@ from behrt_hf.hub import (
     render_model_card,
 )
 from behrt_hf.schema import patient_features
+from behrt_hf.tasks import LabelKind, save_label_kind
 from behrt_hf.training.push_to_hub import PushArguments, parse_args
 from tests._readers_testutils import write_meds
 from tests.fake_hub import FakeHub
@@ -432,6 +433,7 @@ def _finetuned_folder(folder: Path) -> Path:
     """What behrt-finetune leaves: the model, its summary and plots, the predictions, a checkpoint."""
     save_tiny_classifier(folder)
     (folder / "summary.json").write_text(json.dumps(FINETUNE_SUMMARY))
+    save_label_kind(folder, LabelKind())
     (folder / "roc.png").write_bytes(b"\x89PNG")
     (folder / "training_args.bin").write_bytes(b"\0")
     (folder / "checkpoint-2").mkdir()
@@ -445,8 +447,8 @@ def test_the_allow_list_leaves_out_predictions_and_says_so(tmp_path, caplog):
     folder = _finetuned_folder(tmp_path)
     with caplog.at_level(logging.INFO, logger="behrt_hf.hub"):
         files = files_to_push(folder)
-    assert files == ["config.json", "configuration_behrt.py", "model.safetensors", "modeling_behrt.py", "roc.png",
-                     "summary.json"]
+    assert files == ["config.json", "configuration_behrt.py", "label_kind.json", "model.safetensors",
+                     "modeling_behrt.py", "roc.png", "summary.json"]
     assert "predictions_test.json, predictions_validation.json" in caplog.text  # left out, not silently
     assert "checkpoint-2/ (1 files), training_args.bin" in caplog.text
 
