@@ -116,6 +116,14 @@ class BehrtConfig(PreTrainedConfig):
             Epsilon of the layer norms.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal initialiser of weight matrices.
+        attention_init (`str`, *optional*, defaults to `"normal"`):
+            How a new model's attention weights start. `"normal"`: like every other matrix (BERT).
+            `"mimetic_qk"`: each head's query and key maps start so that their product is close to
+            `0.7 Z + 0.7 I` (Z a random matrix), so that a token attends more to tokens that look
+            like it, e.g. the other codes of its own visit (same age, position and segment), from
+            the first step. `"mimetic"`: also the value-output product starts near `0.4 Z - 0.4 I`.
+            Trockman & Kolter, 2023, "Mimetic Initialization of Self-Attention Layers". Only the
+            starting point changes: same parameters, and weights loaded from a checkpoint are kept.
         pad_token_id (`int`, *optional*, defaults to 0):
             Id of [PAD] in the code vocabulary.
         tie_word_embeddings (`bool`, *optional*, defaults to `True`):
@@ -176,6 +184,7 @@ class BehrtConfig(PreTrainedConfig):
     layer_norm_position: Literal["post", "pre"] = "post"
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
+    attention_init: Literal["normal", "mimetic_qk", "mimetic"] = "normal"
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
     nvp_loss_weight: float | int = 1.0
@@ -226,6 +235,8 @@ class BehrtConfig(PreTrainedConfig):
             raise ValueError(f"position_encoding='visit_sinusoidal' needs an even hidden_size, got {self.hidden_size}.")
         if self.position_table_scale is not None and not self.position_table_scale > 0:
             raise ValueError(f"position_table_scale must be positive (or None), got {self.position_table_scale}.")
+        if self.attention_init not in ("normal", "mimetic_qk", "mimetic"):
+            raise ValueError(f"attention_init must be 'normal', 'mimetic_qk' or 'mimetic', got {self.attention_init!r}.")
         if self.max_age < 1:
             raise ValueError(f"max_age must be at least 1 year, got {self.max_age}.")
         if self.type_vocab_size < 1:

@@ -270,6 +270,39 @@ class BehrtIntermediate(nn.Module):
         return self.act(self.dense(hidden_states))
 
 
+def _factor(target: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, B), each (rank, d), with A^T B the best rank-`rank` approximation of `target` (d, d)."""
+    u, s, vh = torch.linalg.svd(target)
+    root = s[:rank].sqrt()[:, None]
+    return root * u[:, :rank].T, root * vh[:rank]
+
+
+@torch.no_grad()
+def mimetic_init_(attention: BehrtAttention, config: BehrtConfig) -> None:
+    """Mimetic initialisation (Trockman & Kolter, 2023) of one attention block, in place.
+
+    Per head h: W_q,h^T W_k,h ~ 0.7 Z + 0.7 I (rank head_dim), so scores start as a similarity of the
+    two tokens' inputs. With `"mimetic"` also W_o W_v ~ 0.4 Z - 0.4 I. Z ~ N(0, 1/hidden_size).
+    """
+    d = config.hidden_size
+    heads, head_dim = config.num_attention_heads, d // config.num_attention_heads
+    self_attention = attention.self
+    weight = self_attention.query.weight
+    gen = dict(device=weight.device, dtype=torch.float32)
+    eye = torch.eye(d, **gen)
+    query, key = torch.empty(d, d, **gen), torch.empty(d, d, **gen)
+    for h in range(heads):
+        rows = slice(h * head_dim, (h + 1) * head_dim)
+        query[rows], key[rows] = _factor(0.7 * torch.randn(d, d, **gen) / math.sqrt(d) + 0.7 * eye, head_dim)
+    init.copy_(self_attention.query.weight, query.to(weight.dtype))
+    init.copy_(self_attention.key.weight, key.to(weight.dtype))
+    if config.attention_init == "mimetic":
+        # out = W_o (W_v x): W_o = U sqrt(S), W_v = sqrt(S) V^T
+        output_t, value = _factor(0.4 * torch.randn(d, d, **gen) / math.sqrt(d) - 0.4 * eye, d)
+        init.copy_(self_attention.value.weight, value.to(weight.dtype))
+        init.copy_(attention.output.dense.weight, output_t.T.contiguous().to(weight.dtype))
+
+
 class BehrtLayer(GradientCheckpointingLayer):
     """Transformer block: attention, then feed-forward, each with a residual and a LayerNorm
     (after the sum under post-LN, on the branch input under pre-LN; `config.layer_norm_position`)."""
@@ -344,11 +377,22 @@ class BehrtPreTrainedModel(PreTrainedModel):
     # The Trainer must not pass num_items_in_batch: our losses are means over their own batch.
     accepts_loss_kwargs = False
 
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        # transformers skips a module without parameters of its own when the model is custom code
+        # (`trust_remote_code`); an attention block initialises its children's weights together.
+        if isinstance(module, BehrtAttention) and not getattr(module, "_is_hf_initialized", False):
+            self._init_weights(module)
+            module._is_hf_initialized = True
+            return
+        super()._initialize_weights(module, is_custom_code)
+
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, BehrtEmbeddings) and hasattr(module, "visit_position_table"):
             init.copy_(module.visit_position_table, visit_position_table(self.config))
+        if isinstance(module, BehrtAttention) and self.config.attention_init != "normal":
+            mimetic_init_(module, self.config)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights (safetensors) and config, plus the two code files and a complete `auto_map`.

@@ -609,3 +609,57 @@ def test_pre_ln_round_trips_and_defaults_to_post_for_old_configs(tmp_path):
     assert BehrtConfig(**{k: v for k, v in saved.items() if k != "model_type"}).layer_norm_position == "post"
     with pytest.raises(Exception):
         tiny_config(layer_norm_position="middle")
+
+
+@pytest.mark.parametrize("mode", ["mimetic_qk", "mimetic"])
+def test_mimetic_init_sets_the_attention_products(mode):
+    torch.manual_seed(0)
+    config = tiny_config(attention_init=mode)
+    model = BehrtModel(config)
+    d, heads = config.hidden_size, config.num_attention_heads
+    head_dim = d // heads
+    for layer in model.encoder.layer:
+        attention = layer.attention
+        for h in range(heads):
+            rows = slice(h * head_dim, (h + 1) * head_dim)
+            qk = attention.self.query.weight[rows].T @ attention.self.key.weight[rows]  # (d, d), rank head_dim
+            # the best rank-head_dim part of 0.7 Z + 0.7 I: its diagonal is clearly positive
+            assert qk.diagonal().mean() > 0.1 and torch.linalg.matrix_rank(qk) <= head_dim
+        vo = attention.output.dense.weight @ attention.self.value.weight
+        if mode == "mimetic":
+            assert -0.5 < vo.diagonal().mean() < -0.3  # 0.4 Z - 0.4 I, full rank
+        else:
+            assert abs(vo.diagonal().mean()) < 0.01  # the ordinary normal(0.02) initialisation
+    with pytest.raises(Exception, match="attention_init"):
+        tiny_config(attention_init="xavier")
+
+
+def test_mimetic_init_attends_within_the_visit_from_the_first_step():
+    """The cause of the pretraining plateau: a head attending to the other codes of its own visit has
+    to grow from nothing under the normal initialisation; the mimetic one starts with it."""
+    tester = BehrtModelTester()
+    inputs = tester.prepare_inputs()
+    inputs["age_ids"] = (inputs["visit_ids"] + 30) * inputs["attention_mask"]  # one age per visit, as in a record
+    others = ~torch.eye(tester.seq_length, dtype=torch.bool)
+    same_visit = (inputs["visit_ids"][0, :, None] == inputs["visit_ids"][0, None, :]) & others
+    for seed in range(3):
+        ratio = {}
+        for mode in ("normal", "mimetic"):
+            torch.manual_seed(seed)
+            model = BehrtModel(tiny_config(attention_init=mode)).eval()
+            with torch.no_grad():
+                weights = model(**inputs, output_attentions=True).attentions[0][0]  # the unpadded patient: (heads, T, T)
+            # mean weight on a token of the same visit / on a token of another visit
+            ratio[mode] = float(weights[:, same_visit].mean() / weights[:, others & ~same_visit].mean())
+        assert abs(ratio["normal"] - 1) < 0.05, seed
+        assert ratio["mimetic"] > 1.5, seed  # 1.9-2.8 on seeds 0-2
+
+
+def test_mimetic_init_never_overwrites_loaded_weights(tmp_path):
+    torch.manual_seed(0)
+    model = BehrtForMaskedLM(tiny_config(attention_init="mimetic")).eval()
+    model.save_pretrained(tmp_path)
+    torch.manual_seed(1)  # a different draw would give other weights if they were re-initialised
+    reloaded = BehrtForMaskedLM.from_pretrained(tmp_path).eval()
+    for (name, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=name)

@@ -58,7 +58,7 @@ class Variant:
 BASELINE = Variant(
     "post-LN, lr 2e-3, warm-up 100, batch 32, BERT masking (the recipe before this benchmark)",
     config={"layer_norm_position": "post", "initializer_range": 0.02, "tie_word_embeddings": True,
-            "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1},
+            "attention_init": "normal", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1},
     training={"learning_rate": 2e-3, "per_device_train_batch_size": 32, "warmup_steps": 100,
               "weight_decay": 0.0, "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-8,
               "lr_scheduler_type": "linear"},
@@ -89,6 +89,9 @@ VARIANTS: dict[str, Variant] = {
     "adam_0.98": Variant("Adam beta2 0.98, eps 1e-6 (RoBERTa)", training={"adam_beta2": 0.98, "adam_epsilon": 1e-6}),
     "untied": Variant("MLM decoder not tied to the code embeddings", config={"tie_word_embeddings": False}),
     "dropout_0": Variant("no dropout", config={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}),
+    "mimetic_qk": Variant("mimetic initialisation of query-key (Trockman & Kolter 2023)",
+                          config={"attention_init": "mimetic_qk"}),
+    "mimetic": Variant("mimetic initialisation of query-key and value-output", config={"attention_init": "mimetic"}),
     "no_nvp": Variant("MLM loss only (NVP loss weight 0)", config={"nvp_loss_weight": 0.0}),
 }
 
