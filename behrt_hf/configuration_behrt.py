@@ -36,6 +36,7 @@ PRESETS: dict[str, dict] = {
         max_age=110,
         trainable_padding_rows=True,
         layer_norm_position="post",  # BEHRT is post-LN whatever the default becomes
+        attention_init="normal",  # BERT's initialisation, as the BEHRT code
     ),
 }
 
@@ -116,14 +117,17 @@ class BehrtConfig(PreTrainedConfig):
             Epsilon of the layer norms.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal initialiser of weight matrices.
-        attention_init (`str`, *optional*, defaults to `"normal"`):
-            How a new model's attention weights start. `"normal"`: like every other matrix (BERT).
-            `"mimetic_qk"`: each head's query and key maps start so that their product is close to
-            `0.7 Z + 0.7 I` (Z a random matrix), so that a token attends more to tokens that look
-            like it, e.g. the other codes of its own visit (same age, position and segment), from
-            the first step. `"mimetic"`: also the value-output product starts near `0.4 Z - 0.4 I`.
-            Trockman & Kolter, 2023, "Mimetic Initialization of Self-Attention Layers". Only the
-            starting point changes: same parameters, and weights loaded from a checkpoint are kept.
+        attention_init (`str`, *optional*, defaults to `"mimetic"`):
+            How a new model's attention weights start. `"normal"`: like every other matrix (BERT,
+            the BEHRT code). `"mimetic_qk"`: each head's query and key maps start so that their
+            product is close to `0.7 Z + 0.7 I` (Z a random matrix), so that a token attends more to
+            tokens that look like it, e.g. the other codes of its own visit (same age, position and
+            segment), from the first step. `"mimetic"` (default): also the value-output product
+            starts near `0.4 Z - 0.4 I`. Trockman & Kolter, 2023, "Mimetic Initialization of
+            Self-Attention Layers". Under `"normal"` masked-code pretraining sits near the frequency
+            baseline until a within-visit head has grown from nothing (README, "Pretraining recipe");
+            the mimetic start removes most of that plateau. Only the starting point changes: same
+            parameters, and weights loaded from a checkpoint are kept.
         pad_token_id (`int`, *optional*, defaults to 0):
             Id of [PAD] in the code vocabulary.
         tie_word_embeddings (`bool`, *optional*, defaults to `True`):
@@ -143,7 +147,8 @@ class BehrtConfig(PreTrainedConfig):
     (`position_encoding="visit_sinusoidal"`, `position_table="random"`, 64 rows) with [CLS] sharing
     the first visit's position instead of a learned table per token; ages in months up to 110
     years (1,322 rows) instead of years up to 120 (122 rows); trainable padding rows. Encoder, MLM
-    head, pooler, GELU, LayerNorm eps and initialisation are the same as the defaults (post-LN BERT).
+    head, pooler, GELU and LayerNorm eps are the same as the defaults (post-LN BERT); its attention
+    starts from BERT's normal initialisation (`attention_init="normal"`), not the mimetic one.
     Encoding patients as the BEHRT code did takes tokenizer settings too (`truncate_by="token"`,
     `cls_age="first"`; `behrt_hf.tokenization_behrt.ORIGINAL_TOKENIZER_SETTINGS`).
 
@@ -184,7 +189,7 @@ class BehrtConfig(PreTrainedConfig):
     layer_norm_position: Literal["post", "pre"] = "post"
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
-    attention_init: Literal["normal", "mimetic_qk", "mimetic"] = "normal"
+    attention_init: Literal["normal", "mimetic_qk", "mimetic"] = "mimetic"
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
     nvp_loss_weight: float | int = 1.0

@@ -316,3 +316,25 @@ def test_trainer_sampler_hooks_are_the_ones_transformers_calls(tmp_path):
     assert [batch[0] for batch in trainer.get_eval_dataloader()] == list(range(n))  # in order, not length-grouped
     assert [batch[0] for batch in trainer.get_test_dataloader(data)] == list(range(n))
     assert calls == ["train", "eval", "eval"]
+
+
+@pytest.mark.parametrize(("mode", "pretrained_start", "expected"), [("lora", True, 2e-3), ("full", True, 2e-4), ("full", False, 2e-3)])
+def test_a_command_without_training_flags_fine_tunes_with_the_recipe(task_cohort, pretrained, tmp_path, mode,
+                                                                      pretrained_start, expected):
+    """transformers' defaults (batch 8, learning rate 5e-5) leave a LoRA adapter where it started:
+    `behrt-finetune` defaults to the recipe's batch and its learning rate for the mode instead."""
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Capture(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen.update(learning_rate=args.learning_rate, batch=args.per_device_train_batch_size)
+
+    path, _ = task_cohort
+    start = ["--model_name_or_path", pretrained] if pretrained_start else ["--config_overrides", TINY]
+    finetune.main(["--dataset_path", path, "--output_dir", str(tmp_path), "--do_train", "--task", "demo", "--use_cpu",
+                   "--report_to", "none", "--max_length", "64", "--save_strategy", "no", "--max_steps", "1",
+                   "--mode", mode, *start], callbacks=[Capture()])
+    assert seen == {"learning_rate": expected, "batch": 32}
+    assert finetune.recipe_learning_rate(finetune.FinetuneModelArguments(mode="probe", model_name_or_path="x")) == 2e-3

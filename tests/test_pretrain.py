@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForPreTraining
 
 from behrt_hf import patient_features
+from behrt_hf.data_collator import DataCollatorForPretraining
 from behrt_hf.tracking import read_jsonl
 from behrt_hf.training import pretrain
 from tests.helpers import make_patients
@@ -193,3 +194,34 @@ def test_a_command_without_training_flags_trains_with_the_recipe(cohort, tmp_pat
     pretrain.main(["--dataset_path", cohort, "--output_dir", str(tmp_path / "b"), "--do_train", "--max_steps", "1",
                    "--learning_rate", "1e-4", "--per_device_train_batch_size", "4", *COMMON], callbacks=[Capture()])
     assert seen["learning_rate"] == 1e-4 and seen["per_device_train_batch_size"] == 4
+
+
+def test_the_recipe_masks_40_percent_in_training_and_keeps_15_percent_for_validation(cohort, tmp_path):
+    """The recipe trains with 40% of codes masked, but validation accuracy stays measured on 15%
+    masks, so that figures before and after the recipe are comparable."""
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Capture(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+            seen["attention_init"] = model.config.attention_init
+            seen["mlm_probability"] = train_dataloader.collate_fn.mlm_probability
+
+    pretrain.main(["--dataset_path", cohort, "--output_dir", str(tmp_path / "a"), "--do_train", "--max_steps", "1",
+                   *COMMON], callbacks=[Capture()])
+    assert seen == {"attention_init": "mimetic", "mlm_probability": 0.4}
+
+    data_args = pretrain.DataArguments(dataset_path=cohort, max_length=48)
+    cohort_dict = data_args.load_cohort()
+    tokenizer = pretrain.prepare_tokenizer(cohort_dict, data_args, tmp_path / "b", resuming=False)
+    _, evaluation = pretrain.build_datasets(cohort_dict, tokenizer, data_args, type("Seed", (), {"seed": 0})())
+    first_code = DataCollatorForPretraining(tokenizer).first_code_id
+    codes = masked = 0
+    for example in evaluation:
+        labels, ids = torch.tensor(example["labels"]), torch.tensor(example["input_ids"])
+        masked += int((labels != -100).sum())
+        codes += int(((labels != -100) | (ids >= first_code)).sum())  # a masked code may show [MASK]
+    assert 0.10 < masked / codes < 0.20, masked / codes
+    with pytest.raises(ValueError, match="--eval_mlm_probability must be in"):
+        pretrain.DataArguments(dataset_path=cohort, eval_mlm_probability=0.0)

@@ -101,8 +101,8 @@ class BenchmarkArguments:
     finetune_steps: int = field(default=600, metadata={"help": "Optimizer steps of every fine-tuning run."})
     eval_every: int = field(default=100, metadata={"help": "Validation every N steps; the best checkpoint is kept."})
     batch_size: int = field(default=32, metadata={"help": "Patients per step."})
-    learning_rate: float = field(default=2e-3, metadata={"help": "Learning rate of scratch, LoRA and probe."})
-    full_finetune_learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate of pretrained + full."})
+    learning_rate: float = field(default=finetune.LEARNING_RATES["lora"], metadata={"help": "Learning rate of scratch, LoRA and probe."})
+    full_finetune_learning_rate: float = field(default=finetune.LEARNING_RATES["full"], metadata={"help": "Learning rate of pretrained + full."})
     use_cpu: bool = field(default=False, metadata={"help": "Run on CPU even if an accelerator is present."})
 
     def __post_init__(self):
@@ -247,7 +247,7 @@ def pretraining_arguments(args: BenchmarkArguments, output_dir: Path):
         pretrain.ModelArguments(preset=args.preset, config_overrides=args.config_overrides),
         pretrain.DataArguments(objective="mlm+nvp", **cohort_fields(args)),
         training_arguments(args, output_dir, args.pretrain_steps, args.pretrain_learning_rate, eval_strategy="no",
-                           **pretraining_checkpoints(args.pretrain_steps)),
+                           **pretraining_checkpoints(args.pretrain_steps), **pretrain.recipe_optimizer_settings()),
     )
 
 

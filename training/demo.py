@@ -32,7 +32,7 @@ class DemoArguments:
     preset: str = field(default="small", metadata={"help": "Model size preset."})
     pretrain_steps: int = field(default=1000, metadata={"help": "Optimizer steps of pretraining."})
     finetune_steps: int = field(default=600, metadata={"help": "Optimizer steps of LoRA fine-tuning."})
-    finetune_learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate of LoRA fine-tuning."})
+    finetune_learning_rate: float = field(default=finetune.LEARNING_RATES["lora"], metadata={"help": "Peak learning rate of LoRA fine-tuning."})
     batch_size: int = field(default=32, metadata={"help": "Patients per step."})
     max_length: int = field(default=256, metadata={"help": "Tokens per patient."})
     seed: int = field(default=0, metadata={"help": "Seed of the cohort and of every run."})
@@ -57,17 +57,9 @@ def pretrain_arguments(args: DemoArguments, output_dir: Path):
         scripted_training_arguments(
             output_dir, max_steps=args.pretrain_steps, learning_rate=pretrain.RECIPE["learning_rate"], seed=args.seed,
             batch_size=args.batch_size, use_cpu=args.use_cpu, logging_steps=max(1, args.pretrain_steps // 10),
-            **{**pretraining_checkpoints(args.pretrain_steps), **recipe_settings()},
+            **{**pretraining_checkpoints(args.pretrain_steps), **pretrain.recipe_optimizer_settings()},
         ),
     )
-
-
-def recipe_settings() -> dict:
-    """The pretraining recipe's optimiser fields besides the learning rate, the batch and the warm-up:
-    the demo's own `batch_size` sets the batch of both its runs, and its warm-up (`pretraining_checkpoints`)
-    scales with `pretrain_steps`, so that a short demo is not all warm-up."""
-    kept_by_demo = ("learning_rate", "per_device_train_batch_size", "warmup_steps")
-    return {k: v for k, v in pretrain.RECIPE.items() if k not in kept_by_demo}
 
 
 def finetune_arguments(args: DemoArguments, output_dir: Path, pretrained: Path):

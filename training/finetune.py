@@ -65,6 +65,32 @@ logger = logging.getLogger("behrt_hf.finetune")
 MODES = ("full", "lora", "probe", "two_stage")
 
 
+# The fine-tuning recipe's peak learning rate by mode (`--learning_rate` overrides it): a LoRA
+# adapter, a probe or a model trained from scratch moves far from its start; a pretrained encoder
+# trained in full keeps its features at a tenth of that. The demo and `behrt-benchmark` use the same.
+LEARNING_RATES = {"lora": 2e-3, "probe": 2e-3, "two_stage": 2e-3, "full": 2e-4, "scratch": 2e-3}
+
+
+@dataclass
+class FinetuningArguments(TrainingArguments):
+    """`TrainingArguments` whose defaults are the fine-tuning recipe: transformers' defaults (batch 8,
+    learning rate 5e-5) leave a LoRA adapter close to where it started."""
+
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Patients per step and device (the recipe's 32)."})
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Peak learning rate; by default the recipe's for the mode: " + ", ".join(
+            f"{mode} {lr:g}" for mode, lr in LEARNING_RATES.items()) + " (full from a pretrained model; scratch = full without one)."},
+    )
+
+
+def recipe_learning_rate(model_args: "FinetuneModelArguments") -> float:
+    """The recipe's learning rate for `model_args` (`LEARNING_RATES`)."""
+    if model_args.mode == "full" and not model_args.model_name_or_path:
+        return LEARNING_RATES["scratch"]
+    return LEARNING_RATES[model_args.mode]
+
+
 @dataclass
 class FinetuneModelArguments:
     model_name_or_path: str | None = field(
@@ -167,6 +193,8 @@ def run(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments, tr
         callbacks: list | None = None) -> dict:
     """Fine-tune (or only evaluate) as the arguments say; returns the report and the parameter counts."""
     training_args.remove_unused_columns = False  # the collator picks its columns
+    if training_args.learning_rate is None:
+        training_args.learning_rate = recipe_learning_rate(model_args)
     if training_args.train_sampling_strategy == "random" and data_args.class_imbalance != "sampler":
         training_args.train_sampling_strategy = "group_by_length"
     checkpoint = start_run(training_args, logger)  # logging, last checkpoint, seed
@@ -386,7 +414,7 @@ def set_encoder_trainable(model, trainable: bool) -> None:
 
 def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     """Parse `argv` (or one .json / .yaml file) and run."""
-    return run(*parse_args((FinetuneModelArguments, FinetuneDataArguments, TrainingArguments), argv),
+    return run(*parse_args((FinetuneModelArguments, FinetuneDataArguments, FinetuningArguments), argv),
                callbacks=callbacks)
 
 
