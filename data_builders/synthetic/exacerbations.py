@@ -4,11 +4,12 @@ order, earlier exacerbations and treatment step-ups happened (the third task's e
 The hazard at age ``s`` (years) of a patient whose process is of ``kind`` (``params.EXACERBATION_KINDS``)
 and whose record holds exacerbations ``history`` (all before ``s``) is::
 
-    RATE[kind] * (1 + FREQUENT * n_365(s) + RECENCY * g * exp(-(s - t_last) / DECAY_YEARS))
+    RATE[kind] * g * (1 + FREQUENT * n_365(s) + RECENCY * exp(-(s - t_last) / DECAY_YEARS))
 
 - ``n_365(s)``: exacerbations in the 365 days before ``s`` (the frequent-exacerbator phenotype);
 - ``t_last``: the latest exacerbation (no term without one): risk is highest just after one;
-- ``g``: the order of the latest exacerbation and the latest treatment step-up. Step-ups happen
+- ``g`` (1 before the first exacerbation): the order of the latest exacerbation and the latest
+  treatment step-up, the control of the disease on its current treatment. Step-ups happen
   only at exacerbation encounters, so ``g = STEPPED`` if treatment was stepped up at the latest
   exacerbation, ``UNCONTROLLED`` if it was stepped up at an earlier one only (the latest came on
   escalated treatment), 1 if never.
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 
 from . import params as P
 from .hazards import WINDOW_YEARS
+
+MAX_YEARS = 150.0  # no exacerbation is drawn further ahead than this
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,15 @@ def next_exacerbation(kind: str, history, start: float, target: float) -> float:
     """The age at which the cumulative hazard from ``start`` reaches ``target`` (an Exp(1) draw).
 
     The cumulative hazard is continuous and increasing, at least ``RATE x g x (x - start)``, so the
-    root lies in ``(start, start + target / (RATE x g)]``; bisection to 1e-10 years (3 ms).
+    root lies in ``(start, start + target / (RATE x g)]`` (searched with a 1% margin for rounding);
+    bisection to 1e-10 years (3 ms). ``inf`` when it is more than ``MAX_YEARS`` away (beyond any
+    follow-up).
     """
     g = order_factor(history) if history else 1.0
-    lo, hi = start, start + target / (P.EXACERBATION_RATE[kind] * g)
+    hi = start + min(1.01 * target / (P.EXACERBATION_RATE[kind] * g), MAX_YEARS)
+    if cumulative_hazard(kind, history, start, hi) < target:
+        return math.inf
+    lo = start
     while hi - lo > 1e-10:
         mid = 0.5 * (lo + hi)
         if cumulative_hazard(kind, history, start, mid) < target:

@@ -410,20 +410,20 @@ FALL_INJURIES = (
 # nothing else in a record. It starts at the first visit that records asthma or COPD (COPD's rates if
 # COPD is recorded there) and writes an urgent-care encounter (emergency department, out of hours or
 # admission) at each exacerbation; nothing else happens at that encounter. Its hazard at age ``s`` is
-#   RATE[kind] * (1 + FREQUENT * n_365(s) + RECENCY * g * exp(-(s - t_last) / DECAY_YEARS))
-# with n_365(s) the exacerbations in the 365 days before ``s``, t_last the latest one, and g the order
-# factor: STEPPED when maintenance treatment was stepped up at the latest exacerbation (treated in
+#   RATE[kind] * g * (1 + FREQUENT * n_365(s) + RECENCY * exp(-(s - t_last) / DECAY_YEARS))
+# with n_365(s) the exacerbations in the 365 days before ``s``, t_last the latest one (no RECENCY term
+# before the first), and g the order factor: STEPPED when maintenance treatment was stepped up at the latest exacerbation (treated in
 # response), UNCONTROLLED when it was stepped up at an earlier one but not at the latest (exacerbating
 # on escalated treatment), 1 when it was never stepped up. Sources: the card.
 EXACERBATION_EVENT = "exacerbation"
 EXACERBATION_KINDS = ("copd", "asthma")  # conditions that start the process (the first listed wins)
 EXACERBATION_RATE = {"copd": 0.25, "asthma": 0.1}  # per person-year, no exacerbation in the record
 EXACERBATION_FREQUENT = 0.1  # relative increase per exacerbation in the previous 365 days
-EXACERBATION_RECENCY = 6.0  # excess hazard ratio just after an exacerbation (g = 1)
+EXACERBATION_RECENCY = 6.0  # excess relative hazard just after an exacerbation
 EXACERBATION_DECAY_YEARS = 0.75  # e-folding time of that excess (9 months)
 EXACERBATION_STEPPED = 0.4
 EXACERBATION_UNCONTROLLED = 3.0
-P_STEP_UP = 0.6  # chance that maintenance treatment is stepped up at an exacerbation (below the top step)
+P_STEP_UP = 0.5  # chance that maintenance treatment is stepped up at an exacerbation (below the top step)
 # Written at every exacerbation encounter (pulse oximetry: NICE NG115, BTS), and nowhere else: it
 # is how the oracle finds the encounters in a record.
 EXACERBATION_MARKER = loinc("59408-5")

@@ -597,7 +597,7 @@ class _Patient:
 
     def _next_exacerbation(self, t: float) -> None:
         age = X.next_exacerbation(self.ex_kind, self.ex_history, t, self.rx.exp())
-        self.ex_next = math.ceil(age * _MIN)
+        self.ex_next = math.ceil(age * _MIN) if age < INF else INF
 
     def _exacerbation_visit(self, m: int) -> None:
         """An urgent-care encounter: the exacerbation, its treatment, maybe a step-up; nothing else."""
