@@ -310,14 +310,19 @@ def _iso(time) -> str | None:
 
 def oracle_codes(task: str) -> frozenset[str]:
     """The codes that drive a synthetic task's oracle: those recording a condition in the hazard of
-    the task's event (its `risks` and `requires`), as `oracle.markers()` maps conditions to codes."""
+    the task's event (its `risks` and `requires`), as `oracle.markers()` maps conditions to codes.
+    For exacerbations: the encounter marker, the step-up drugs, and the asthma / COPD markers."""
     from behrt_hf.data_builders.synthetic import oracle, params
 
     specs = {spec.name: spec for spec in params.TASK_SPECS}
     if task not in specs:
         raise ValueError(f"{task!r} is not a synthetic task ({sorted(specs)}): give the driving codes yourself.")
-    condition = params.CONDITION_BY_NAME[specs[task].event]
     markers = oracle.markers()
+    if specs[task].event == params.EXACERBATION_EVENT:
+        return frozenset({params.EXACERBATION_MARKER}.union(
+            *(params.STEP_UP_CODES[k] for k in params.EXACERBATION_KINDS),
+            *(markers[k] for k in params.EXACERBATION_KINDS)))
+    condition = params.CONDITION_BY_NAME[specs[task].event]
     return frozenset(code for name in (*condition.risks, *condition.requires) for code in markers[name])
 
 

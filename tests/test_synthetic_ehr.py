@@ -264,7 +264,8 @@ def test_long_tailed_code_frequencies(small_rows):
 def _event_in_window(row, task: str) -> bool:
     idx = row[f"index_visit_{task}"]
     t0 = row["visits"][idx]["time"]
-    pattern = "ICD10CM//I50" if task == "heart_failure_1y" else "ICD10CM//W19"
+    pattern = {"heart_failure_1y": "ICD10CM//I50", "fall_1y": "ICD10CM//W19",
+               "exacerbation_1y": P.EXACERBATION_MARKER}[task]
     return any(
         t0 < v["time"] <= t0 + WINDOW and any(c.startswith(pattern) for c in v["codes"])
         for v in row["visits"][idx + 1 :]
@@ -289,7 +290,11 @@ def test_task_columns_consistent(small_rows):
                 assert markers()[spec.event].isdisjoint(history)
             have = sum(not markers()[k].isdisjoint(history) for k in spec.any_of)
             assert have >= (spec.min_any_of if spec.any_of else 0)
-    assert all(n >= 100 for n in included.values()), included
+            encounters = sum(P.EXACERBATION_MARKER in v["codes"] for v in row["visits"][: idx + 1])
+            assert encounters >= spec.min_exacerbations
+            assert P.EXACERBATION_MARKER not in row["visits"][idx]["codes"]  # index visits are practice visits
+    least = {"exacerbation_1y": 80}  # patients with asthma / COPD and an exacerbation before: ~6% of a cohort
+    assert all(n >= least.get(t, 100) for t, n in included.items()), included
 
 
 def test_oracle_is_a_function_of_the_visible_history(small_rows):
@@ -317,7 +322,7 @@ def test_oracle_equals_the_simulated_hazard(stats_rows):
     for record in records[:2000]:
         for spec in P.TASK_SPECS:
             idx, _, oracle = record.tasks[spec.name]
-            if idx < 0:
+            if idx < 0 or spec.event not in M.idx:  # exacerbations: test_exacerbation_oracle_by_brute_force
                 continue
             a0 = record.minutes[idx] / 525960
             log = record.hazard_log[spec.name]
@@ -352,6 +357,103 @@ def test_oracle_auroc_and_logistic_baseline(stats_rows, task):
     result = report.logistic_cv(rows, task)
     assert result["oracle_auroc"] > 0.7, result
     assert 0.55 < result["lr_auroc"] < result["oracle_auroc"], result
+
+
+# --- exacerbations of asthma and COPD: the temporal task --------------------------------------------
+
+
+def _exacerbation_hazard_by_hand(ages, codes, idx, grid):
+    """The exacerbation hazard on `grid` (ages after visit `idx`), read off the codes as the card
+    describes it, written without the generator's helpers."""
+    kind = None
+    encounters = []  # (age, stepped up there)
+    steps = {c for k in P.EXACERBATION_KINDS for c in P.STEP_UP_CODES[k]}
+    for age, visit in zip(ages[: idx + 1], codes[: idx + 1]):
+        for k in P.EXACERBATION_KINDS:
+            if kind is None and P.CONDITION_BY_NAME[k].dx in visit:
+                kind = k
+        if P.EXACERBATION_MARKER in visit:
+            encounters.append((age, bool(steps & set(visit))))
+    assert kind is not None and encounters
+    if encounters[-1][1]:
+        g = P.EXACERBATION_STEPPED
+    elif any(stepped for _, stepped in encounters):
+        g = P.EXACERBATION_UNCONTROLLED
+    else:
+        g = 1.0
+    times = np.array([a for a, _ in encounters])
+    recent = ((grid[:, None] - times[None, :] > 0) & (grid[:, None] - times[None, :] <= WINDOW_YEARS)).sum(1)
+    excess = P.EXACERBATION_RECENCY * np.exp(-(grid - times[-1]) / P.EXACERBATION_DECAY_YEARS)
+    return P.EXACERBATION_RATE[kind] * g * (1.0 + P.EXACERBATION_FREQUENT * recent + excess)
+
+
+def test_exacerbation_oracle_by_brute_force(stats_rows):
+    """The closed form equals a numerical integral (midpoint rule) of the hazard read off the codes."""
+    records, _ = stats_rows
+    checked = 0
+    for record in records:
+        idx, _, oracle = record.tasks["exacerbation_1y"]
+        if idx < 0:
+            continue
+        ages = [m / 525960 for m in record.minutes]
+        steps = 40000
+        grid = ages[idx] + (np.arange(steps) + 0.5) * (WINDOW_YEARS / steps)
+        integral = _exacerbation_hazard_by_hand(ages, record.codes, idx, grid).sum() * WINDOW_YEARS / steps
+        assert 1.0 - math.exp(-integral) == pytest.approx(oracle, rel=1e-4, abs=1e-6), record.index
+        checked += 1
+        if checked == 40:
+            break
+    assert checked == 40
+
+
+def test_next_exacerbation_inverts_the_cumulative_hazard(monkeypatch):
+    from behrt_hf.data_builders.synthetic import exacerbations as X
+
+    histories = ([], [X.Exacerbation(49.5, True)], [X.Exacerbation(48.0, True), X.Exacerbation(49.9, False)])
+    for kind in P.EXACERBATION_KINDS:
+        for history in histories:
+            for target in (1e-3, 0.7, 3.0):
+                when = X.next_exacerbation(kind, history, 50.0, target)
+                assert X.cumulative_hazard(kind, history, 50.0, when) == pytest.approx(target, rel=1e-8, abs=1e-9)
+    monkeypatch.setattr(P, "EXACERBATION_RATE", {k: 1e-12 for k in P.EXACERBATION_KINDS})
+    assert X.next_exacerbation("copd", [], 50.0, 1.0) == math.inf
+
+
+def test_exacerbation_task_covers_every_order_state(stats_rows):
+    """Eligible patients have had an exacerbation; all three orders of step-up and exacerbation occur
+    (uncontrolled, which needs two exacerbations, is the rarest: ~3% of eligible patients)."""
+    from behrt_hf.data_builders.synthetic import exacerbations as X
+
+    records, _ = stats_rows
+    factors = []
+    for record in records:
+        idx, _, _ = record.tasks["exacerbation_1y"]
+        if idx >= 0:
+            kind, history = X.from_record([m / 525960 for m in record.minutes], record.codes, idx)
+            assert kind in P.EXACERBATION_KINDS and len(history) >= 1
+            factors.append(X.order_factor(history))
+    counts = {g: factors.count(g) for g in (1.0, P.EXACERBATION_STEPPED, P.EXACERBATION_UNCONTROLLED)}
+    assert all(n >= 5 for n in counts.values()) and sum(counts.values()) >= 150, counts
+
+
+def test_exacerbations_leave_the_rest_of_the_record_unchanged(monkeypatch):
+    """Their own random stream: without exacerbations (a vanishing rate) every other visit, code,
+    index visit, label and oracle of the other tasks is the same."""
+    with_them = [simulate_patient(3, i) for i in range(400)]
+    monkeypatch.setattr(P, "EXACERBATION_RATE", {k: 1e-12 for k in P.EXACERBATION_KINDS})
+    without = [simulate_patient(3, i) for i in range(400)]
+    changed = 0
+    for a, b in zip(with_them, without):
+        assert all(P.EXACERBATION_MARKER not in codes for codes in b.codes)
+        keep = [k for k, codes in enumerate(a.codes) if P.EXACERBATION_MARKER not in codes]
+        changed += len(keep) < len(a.codes)
+        assert [a.minutes[k] for k in keep] == b.minutes and [a.codes[k] for k in keep] == b.codes
+        for task in ("heart_failure_1y", "fall_1y"):
+            (ia, la, oa), (ib, lb, ob) = a.tasks[task], b.tasks[task]
+            assert (ia < 0) == (ib < 0)
+            if ia >= 0:
+                assert (a.minutes[ia], la, oa) == (b.minutes[ib], lb, ob)
+    assert changed >= 10  # the comparison covered patients with exacerbations
 
 
 def test_prevalence_roughly_matches_targets(stats_rows):

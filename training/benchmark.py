@@ -81,7 +81,8 @@ class BenchmarkArguments:
                           "the cohort's own, ten times smaller test split."},
     )
     num_patients: int | None = field(default=None, metadata={"help": "Override the cohort's size."})
-    task: str = field(default="fall_1y", metadata={"help": "Task of the synthetic cohort."})
+    task: str = field(default="fall_1y", metadata={
+        "help": "Task of the synthetic cohort: fall_1y, heart_failure_1y or exacerbation_1y."})
     label_fractions: str = field(default="0.01,0.1,1.0", metadata={"help": "Comma-separated label fractions."})
     shots: str = field(
         default="", metadata={"help": "Comma-separated labelled patients per class, e.g. 1,2,4,8,16,32,64,128 "

@@ -28,7 +28,7 @@ class DemoArguments:
     output_dir: str = field(default="outputs/demo", metadata={"help": "Where everything is written."})
     synthetic: str = field(default="medium", metadata={"help": "Synthetic cohort: tiny, small, medium or large."})
     num_patients: int | None = field(default=None, metadata={"help": "Override the cohort's size."})
-    task: str = field(default="fall_1y", metadata={"help": "fall_1y or heart_failure_1y."})
+    task: str = field(default="fall_1y", metadata={"help": "fall_1y, heart_failure_1y or exacerbation_1y."})
     preset: str = field(default="small", metadata={"help": "Model size preset."})
     pretrain_steps: int = field(default=1000, metadata={"help": "Optimizer steps of pretraining."})
     finetune_steps: int = field(default=600, metadata={"help": "Optimizer steps of LoRA fine-tuning."})

@@ -132,7 +132,8 @@ class FinetuneModelArguments:
 
 @dataclass
 class FinetuneDataArguments(CohortArguments):
-    task: str = field(default="heart_failure_1y", metadata={"help": "Task name: uses label_<task>, index_visit_<task>."})
+    task: str = field(default="heart_failure_1y", metadata={
+        "help": "Task name: uses label_<task>, index_visit_<task> (synthetic: heart_failure_1y, fall_1y, exacerbation_1y)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (default label_<task>)."})
     index_visit_column: str | None = field(
         default=None, metadata={"help": "Column with each patient's index visit (default index_visit_<task>)."}

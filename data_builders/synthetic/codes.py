@@ -82,6 +82,7 @@ ATC_NAMES = {
     "R03AL03": "vilanterol and umeclidinium bromide",
     "R03AL08": "vilanterol, umeclidinium bromide and fluticasone furoate", "R03BA02": "budesonide",
     "R03BA05": "fluticasone", "R03BB04": "tiotropium bromide", "R03DC03": "montelukast",
+    "R03DX07": "roflumilast",
     "R06AE07": "cetirizine", "S01AA01": "chloramphenicol (eye)", "S01EE01": "latanoprost",
     "V03AE02": "sevelamer",
 }
@@ -131,6 +132,7 @@ LOINC_NAMES = {
     "33914-3": "Glomerular filtration rate/1.73 sq M.predicted (MDRD) in Serum or Plasma",
     "39156-5": "Body mass index (BMI) [Ratio]",
     "58410-2": "CBC panel - Blood by Automated count",
+    "59408-5": "Oxygen saturation in Arterial blood by Pulse oximetry",
     "72166-2": "Tobacco smoking status",
     "94500-6": "SARS-CoV-2 (COVID-19) RNA [Presence] in Respiratory system specimen by NAA",
 }
@@ -256,6 +258,10 @@ def _collect_codes() -> set:
         if c.flare:
             codes.update(code for code, _ in c.flare[1])
     codes.update(code for code, _, _ in P.FALL_INJURIES)
+    codes.add(P.EXACERBATION_MARKER)
+    for kind in P.EXACERBATION_KINDS:
+        codes.update(code for code, _ in P.EXACERBATION_CODES[kind])
+        codes.update(P.STEP_UP_CODES[kind])
     for pool in P.POOLS.values():
         for code, _, _, extras in pool:
             codes.add(code)

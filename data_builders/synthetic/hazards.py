@@ -71,12 +71,14 @@ class RandomStream:
 
     Drawn in blocks and served from a list so scalar draws cost a list pop, not a NumPy call. The
     stream depends only on (seed, index), so a record never depends on sharding or ``num_proc``.
+    ``stream > 0`` gives an independent stream of the same patient (``[seed, index, stream]``), for a
+    process added later that must not shift the draws of the others.
     """
 
     __slots__ = ("_rng", "_buf")
 
-    def __init__(self, seed: int, index: int):
-        self._rng = np.random.default_rng([seed, index])
+    def __init__(self, seed: int, index: int, stream: int = 0):
+        self._rng = np.random.default_rng([seed, index] if stream == 0 else [seed, index, stream])
         self._buf: list[float] = []
 
     def u(self) -> float:

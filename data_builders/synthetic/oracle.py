@@ -7,7 +7,8 @@ so every covariate of the hazard is in the history up to the index visit: the pr
 event in the window is exactly ``1 - exp(-integral of the hazard over (a0, a0 + 365 days])``. The
 integral is a finite sum (the baseline is piecewise constant in one-year age bands and the hazard
 ratio changes only when a condition recorded in the year before the index visit starts to count).
-No Monte-Carlo: the value is exact up to floating point.
+No Monte-Carlo: the value is exact up to floating point. Exacerbations of asthma and COPD follow
+their own process, whose closed form is in `exacerbations`.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ def cumulative_hazard(event: str, sex: str, ages, codes_by_visit, index: int, ho
 def task_oracle(task: str, sex: str, ages, codes_by_visit, index: int) -> float:
     """P(label = 1 | history up to and including visit ``index``) for ``task``."""
     spec = next(t for t in P.TASK_SPECS if t.name == task)
+    if spec.event == P.EXACERBATION_EVENT:
+        from . import exacerbations
+
+        return exacerbations.probability(ages, codes_by_visit, index)
     return 1.0 - math.exp(-cumulative_hazard(spec.event, sex, ages, codes_by_visit, index))
 
 

@@ -405,6 +405,37 @@ FALL_INJURIES = (
     (icd("S22.31XA"), 1.0, 2.0), (icd("S32.009A"), 0.5, 2.0),
 )
 
+# --- exacerbations of chronic airway disease: the third task's event ------------------------------------
+# A self-exciting process (see `exacerbations`), drawn from its own random stream so that it changes
+# nothing else in a record. It starts at the first visit that records asthma or COPD (COPD's rates if
+# COPD is recorded there) and writes an urgent-care encounter (emergency department, out of hours or
+# admission) at each exacerbation; nothing else happens at that encounter. Its hazard at age ``s`` is
+#   RATE[kind] * g * (1 + FREQUENT * n_365(s) + RECENCY * exp(-(s - t_last) / DECAY_YEARS))
+# with n_365(s) the exacerbations in the 365 days before ``s``, t_last the latest one (no RECENCY term
+# before the first), and g the order factor: STEPPED when maintenance treatment was stepped up at the latest exacerbation (treated in
+# response), UNCONTROLLED when it was stepped up at an earlier one but not at the latest (exacerbating
+# on escalated treatment), 1 when it was never stepped up. Sources: the card.
+EXACERBATION_EVENT = "exacerbation"
+EXACERBATION_KINDS = ("copd", "asthma")  # conditions that start the process (the first listed wins)
+EXACERBATION_RATE = {"copd": 0.25, "asthma": 0.1}  # per person-year, no exacerbation in the record
+EXACERBATION_FREQUENT = 0.1  # relative increase per exacerbation in the previous 365 days
+EXACERBATION_RECENCY = 6.0  # excess relative hazard just after an exacerbation
+EXACERBATION_DECAY_YEARS = 0.75  # e-folding time of that excess (9 months)
+EXACERBATION_STEPPED = 0.4
+EXACERBATION_UNCONTROLLED = 3.0
+P_STEP_UP = 0.5  # chance that maintenance treatment is stepped up at an exacerbation (below the top step)
+# Written at every exacerbation encounter (pulse oximetry: NICE NG115, BTS), and nowhere else: it
+# is how the oracle finds the encounters in a record.
+EXACERBATION_MARKER = loinc("59408-5")
+EXACERBATION_CODES = {  # (code, probability) at the encounter, besides the marker
+    "copd": ((icd("J44.1"), 1.0), (atc("H02AB06"), 0.9), (atc("J01AA02"), 0.5), (atc("R03AC02"), 0.4)),
+    "asthma": ((icd("J45.901"), 1.0), (atc("H02AB06"), 0.9), (atc("R03AC02"), 0.6)),
+}
+STEP_UP_CODES = {  # the maintenance drug added at step-up k (GOLD 2023; BTS/SIGN 2019)
+    "copd": (atc("R03AL03"), atc("R03AL08"), atc("R03DX07")),
+    "asthma": (atc("R03AK06"), atc("R03DC03"), atc("R03BB04")),
+}
+
 # --- prediction tasks ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TaskSpec:
@@ -412,7 +443,10 @@ class TaskSpec:
 
     The index visit is the first visit on or after a date drawn uniformly over the last
     ``INDEX_SPAN_YEARS`` of the follow-up that leaves 365 days, at which the patient is eligible: ``min_age`` reached, ``event``
-    not recorded yet (when ``exclude_recorded``), and at least ``min_any_of`` of ``any_of`` recorded.
+    not recorded yet (when ``exclude_recorded``), at least ``min_any_of`` of ``any_of`` recorded, and
+    at least ``min_exacerbations`` exacerbation encounters in the record. ``event`` is a condition name or ``EXACERBATION_EVENT``. Index visits are practice visits, never
+    exacerbation encounters, and an exacerbation task draws its index date from the exacerbation
+    stream, so adding it left the other tasks' index visits, labels and oracles as they were.
     """
 
     name: str
@@ -422,6 +456,7 @@ class TaskSpec:
     any_of: tuple = ()
     min_any_of: int = 1
     exclude_recorded: bool = True
+    min_exacerbations: int = 0
 
 
 INDEX_SPAN_YEARS = 3.0  # index dates are drawn over the last 3 years of usable follow-up
@@ -440,6 +475,14 @@ TASK_SPECS = (
         "A fall with injury (W19.XXXA) within 365 days after the index visit; adults 65+ (previous "
         "falls allowed: a recorded fall is a risk factor).",
         min_age=65.0, exclude_recorded=False,
+    ),
+    TaskSpec(
+        "exacerbation_1y", EXACERBATION_EVENT,
+        "An asthma or COPD exacerbation treated at an urgent-care encounter (pulse oximetry LOINC 59408-5 "
+        "with J44.1 / J45.901) within 365 days after the index visit; patients 5+ with asthma or COPD "
+        "recorded and at least one such exacerbation before (secondary prevention: when it happened, "
+        "and whether treatment was stepped up at it or before it, set the risk).",
+        min_age=5.0, any_of=EXACERBATION_KINDS, exclude_recorded=False, min_exacerbations=1,
     ),
 )
 TASKS = tuple(t.name for t in TASK_SPECS)

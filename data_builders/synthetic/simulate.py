@@ -14,8 +14,14 @@ A patient is simulated in continuous time (years since birth; visits on whole mi
    onsets add visits. Each visit writes diagnoses, reviews of known conditions (treatment lines,
    monitoring labs, flares), minor acute problems, check-ups, screening and vaccinations.
 
-Because every hazard input is a recorded code at least 365 days old, the probability of a task event
-in the 365 days after any visit is a closed form of the visible history (see `oracle`).
+5. Exacerbations of asthma and COPD (`exacerbations`): a self-exciting process that starts when
+   either is recorded, drawn from the patient's second random stream. Each exacerbation is an
+   urgent-care encounter (its own visit: the exacerbation, its treatment, maybe a step-up of
+   maintenance treatment, nothing else), so the rest of the record is the same with or without it.
+
+Because every hazard input is a recorded code at least 365 days old (exacerbations: the record of
+earlier exacerbations), the probability of a task event in the 365 days after any visit is a closed
+form of the visible history (see `oracle`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from . import exacerbations as X
 from . import params as P
 from .codes import BMI_CODES, allowed
 from .hazards import (
@@ -96,7 +103,8 @@ class _Model:
         self.acute = [i for i, c in enumerate(conds) if c.acute]
         self.onset_driven = [i for i, c in enumerate(conds) if c.hazard and not c.recurrent]
         self.fall = self.idx["fall"]
-        self.task_events = {t.name: self.idx[t.event] for t in P.TASK_SPECS}
+        self.task_events = {t.name: self.idx[t.event] for t in P.TASK_SPECS if t.event in self.idx}
+        self.exacerbation_kinds = tuple((k, self.idx[k]) for k in P.EXACERBATION_KINDS)
         self.review = [_cum(c.review) for c in conds]
         self.lines = [tuple(_cum(line) for line in c.lines) for c in conds]
         self.conception = AgeHazard(interpolate_rates(P.CONCEPTION_RATES, *P.CONCEPTION_AGES),
@@ -166,6 +174,7 @@ class _Patient:
     def __init__(self, seed: int, index: int):
         self.M = M = model()
         self.r = r = RandomStream(seed, index)
+        self.rx = RandomStream(seed, index, stream=1)  # the exacerbation process (and its task's index date)
         self.index = index
         self.sex = "F" if r.u() < P.P_FEMALE else "M"
         self.s = 0 if self.sex == "F" else 1
@@ -195,6 +204,11 @@ class _Patient:
         self.next_conception = INF
         self.bmi_code = None
         self.in_follow_up = False
+        self.ex_kind = None  # asthma / COPD once recorded: the exacerbation process runs
+        self.ex_history: list[X.Exacerbation] = []
+        self.ex_level = 0  # maintenance treatment steps added so far
+        self.ex_next = INF  # minute of the next exacerbation encounter
+        self.ex_minutes: list[int] = []
 
     # --- hazards -------------------------------------------------------------------------------------
 
@@ -317,7 +331,8 @@ class _Patient:
         self._last_index_minute = last = end_m - WINDOW_MINUTES
         first = max(entry_m, last - int(P.INDEX_SPAN_YEARS * _MIN))
         for spec in P.TASK_SPECS:
-            tau = first + int(r.u() * (last - first + 1)) if last >= first else None
+            rng = self.rx if spec.event == P.EXACERBATION_EVENT else r
+            tau = first + int(rng.u() * (last - first + 1)) if last >= first else None
             self.task_state[spec.name] = [tau, -1]
 
         # well-child schedule
@@ -349,6 +364,9 @@ class _Patient:
                     self._conceive(t_conc)
                 continue
             m = min(routine, m_sched, m_acute)
+            if self.ex_next < m and self.ex_next <= end_m:  # an exacerbation encounter comes first
+                self._exacerbation_visit(max(self.ex_next, last_m + 1))
+                continue
             if m > end_m:
                 break
             if m == m_acute:
@@ -566,6 +584,38 @@ class _Patient:
         self.minutes.append(m)
         self.codes.append(list(dict.fromkeys(codes)))
         self._check_tasks(m, t)
+        if self.ex_kind is None:
+            self._start_exacerbations(t)
+
+    # --- exacerbations of asthma and COPD (their own random stream) --------------------------------
+
+    def _start_exacerbations(self, t: float) -> None:
+        kind = next((k for k, i in self.M.exacerbation_kinds if self.recorded[i]), None)
+        if kind is not None:
+            self.ex_kind = kind
+            self._next_exacerbation(t)
+
+    def _next_exacerbation(self, t: float) -> None:
+        age = X.next_exacerbation(self.ex_kind, self.ex_history, t, self.rx.exp())
+        self.ex_next = math.ceil(age * _MIN) if age < INF else INF
+
+    def _exacerbation_visit(self, m: int) -> None:
+        """An urgent-care encounter: the exacerbation, its treatment, maybe a step-up; nothing else."""
+        rx, kind, t = self.rx, self.ex_kind, m / _MIN
+        codes = [P.EXACERBATION_MARKER]
+        for code, p in P.EXACERBATION_CODES[kind]:
+            if p >= 1.0 or rx.u() < p:
+                codes.append(code)
+        steps = P.STEP_UP_CODES[kind]
+        stepped = self.ex_level < len(steps) and rx.chance(P.P_STEP_UP)
+        if stepped:
+            codes.append(steps[self.ex_level])
+            self.ex_level += 1
+        self.minutes.append(m)
+        self.codes.append(list(dict.fromkeys(codes)))
+        self.ex_minutes.append(m)
+        self.ex_history.append(X.Exacerbation(t, stepped))
+        self._next_exacerbation(t)
 
     def _bmi(self) -> str:
         if self.bmi_code is None:
@@ -683,10 +733,11 @@ class _Patient:
             tau, idx = state
             if idx >= 0 or tau is None or m < tau or m > self._last_index_minute:
                 continue
-            e = M.idx[spec.event]
-            if t < spec.min_age or (spec.exclude_recorded and self.recorded[e]):
+            if t < spec.min_age or (spec.exclude_recorded and self.recorded[M.idx[spec.event]]):
                 continue
             if spec.any_of and sum(self.recorded[M.idx[k]] for k in spec.any_of) < spec.min_any_of:
+                continue
+            if len(self.ex_history) < spec.min_exacerbations:
                 continue
             state[1] = visit
 
@@ -699,11 +750,12 @@ class _Patient:
                 out[spec.name] = (-1, -1, math.nan)
                 continue
             m0 = self.minutes[idx]
-            e = self.M.idx[spec.event]
             if spec.event == "fall":
                 hit = any(m0 < m <= m0 + WINDOW_MINUTES for m in self.fall_minutes)
+            elif spec.event == P.EXACERBATION_EVENT:
+                hit = any(m0 < m <= m0 + WINDOW_MINUTES for m in self.ex_minutes)
             else:
-                m_event = self.event_minutes.get(e)
+                m_event = self.event_minutes.get(self.M.idx[spec.event])
                 hit = m_event is not None and m0 < m_event <= m0 + WINDOW_MINUTES
             oracle = task_oracle(spec.name, self.sex, ages, self.codes, idx)
             out[spec.name] = (idx, int(hit), oracle)
