@@ -13,14 +13,25 @@ from behrt_hf.training.arguments import parse_args
 def test_demo_runs_end_to_end(tmp_path, capsys):
     result = demo.main(["--output_dir", str(tmp_path / "demo"), "--synthetic", "small", "--task", "fall_1y",
                         "--pretrain_steps", "3", "--finetune_steps", "4", "--batch_size", "16", "--use_cpu", "true"])
-    test = result["finetune"]["report"]["test"]
+    assert list(result["tasks"]) == ["fall_1y"]
+    task = result["tasks"]["fall_1y"]
+    test = task["finetune"]["report"]["test"]
     assert math.isfinite(test["model"]["auroc"]) and "oracle" in test
-    assert result["reload_difference"] < 1e-5
+    assert 0.5 < task["count_baseline"]["auroc"] <= 1 and task["count_baseline"]["num_patients"] == test["model"]["num_patients"]
+    assert task["reload_difference"] < 1e-5
     adapter = tmp_path / "demo" / "lora_fall_1y"
     for name in ("adapter_model.safetensors", "adapter_config.json", "README.md", "roc.png", "summary.json"):
         assert (adapter / name).exists(), name
     out = capsys.readouterr().out
-    assert "oracle (Bayes ceiling)" in out and "ready to push" in out
+    assert "oracle (Bayes ceiling)" in out and "count logistic regression" in out and "ready to push" in out
+
+
+def test_demo_takes_every_task_or_a_known_one(tmp_path):
+    with pytest.raises(ValueError, match="--task must be one of"):
+        parse_args((demo.DemoArguments,), ["--task", "stroke_1y"])
+    (args,) = parse_args((demo.DemoArguments,), ["--task", "all"])
+    built = demo.finetune_arguments(args, tmp_path / "x", tmp_path / "pretrained", "exacerbation_1y")
+    assert built[1].task == "exacerbation_1y"
 
 
 def flag_lists(args: demo.DemoArguments) -> tuple[list[str], list[str]]:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from behrt_hf.data_builders.synthetic_ehr import TASKS
 from behrt_hf.training import finetune, pretrain
 from behrt_hf.training.arguments import (
     keep_best_checkpoint,
@@ -41,6 +42,8 @@ class DemoArguments:
     def __post_init__(self):
         if self.pretrain_steps < 1 or self.finetune_steps < 1 or self.batch_size < 1:
             raise ValueError("pretrain_steps, finetune_steps and batch_size must be positive.")
+        if self.task != "all" and self.task not in TASKS:
+            raise ValueError(f"--task must be one of {TASKS} or 'all', got {self.task!r}.")
         if self.finetune_learning_rate <= 0:
             raise ValueError(f"finetune_learning_rate must be positive, got {self.finetune_learning_rate}.")
 
@@ -62,12 +65,12 @@ def pretrain_arguments(args: DemoArguments, output_dir: Path):
     )
 
 
-def finetune_arguments(args: DemoArguments, output_dir: Path, pretrained: Path):
-    """The arguments of the demo's LoRA fine-tuning of `pretrained` for `finetune_steps` steps."""
+def finetune_arguments(args: DemoArguments, output_dir: Path, pretrained: Path, task: str | None = None):
+    """The arguments of the demo's LoRA fine-tuning of `pretrained` for `task` (default `args.task`)."""
     eval_every = max(1, args.finetune_steps // 6)
     return (
         finetune.FinetuneModelArguments(model_name_or_path=str(pretrained), mode="lora"),
-        finetune.FinetuneDataArguments(task=args.task, **cohort_fields(args)),
+        finetune.FinetuneDataArguments(task=task or args.task, **cohort_fields(args)),
         scripted_training_arguments(
             output_dir, max_steps=args.finetune_steps, learning_rate=args.finetune_learning_rate, seed=args.seed,
             batch_size=args.batch_size, use_cpu=args.use_cpu, logging_steps=eval_every,
@@ -85,34 +88,55 @@ def main(argv: list[str] | None = None) -> dict:
     (args,) = parse_args((DemoArguments,), argv)
     start = time.perf_counter()
     root = Path(args.output_dir)
+    tasks = list(TASKS) if args.task == "all" else [args.task]
 
     stage(f"1/3 pretraining a '{args.preset}' BEHRT (MLM + next-visit prediction) on the synthetic "
           f"'{args.synthetic}' cohort for {args.pretrain_steps} steps", start)
     pretrained = root / "pretrained"
     pre = pretrain.run(*pretrain_arguments(args, pretrained))
 
-    stage(f"2/3 LoRA fine-tuning for {args.task} ({args.finetune_steps} steps; inputs cut at each "
-          "patient's index visit)", start)
-    adapter = root / f"lora_{args.task}"
-    # The kept checkpoint is the one of lowest validation loss: on a validation split of a few
-    # hundred patients AUROC jumps from one evaluation to the next, the loss much less.
-    fine = finetune.run(*finetune_arguments(args, adapter, pretrained))
+    results = {}
+    for task in tasks:
+        stage(f"2/3 LoRA fine-tuning for {task} ({args.finetune_steps} steps; inputs cut at each "
+              "patient's index visit), and a count-based logistic regression beside it", start)
+        adapter = root / f"lora_{task}"
+        # The kept checkpoint is the one of lowest validation loss: on a validation split of a few
+        # hundred patients AUROC jumps from one evaluation to the next, the loss much less.
+        fine = finetune.run(*finetune_arguments(args, adapter, pretrained, task))
+        results[task] = {"finetune": fine, "count_baseline": count_baseline(args, task)}
 
-    stage("3/3 reloading the adapter and writing the model card", start)
-    reload_difference = check_adapter_reload(adapter, args)
-    card = write_card_folder(adapter, args)
+        stage(f"3/3 reloading the {task} adapter and writing its model card", start)
+        results[task]["reload_difference"] = check_adapter_reload(adapter, args, task)
+        results[task]["card_folder"] = str(write_card_folder(adapter))
 
     print(f"\n{'=' * 72}\nbehrt_hf demo finished in {time.perf_counter() - start:.0f}s\n{'=' * 72}")
-    print_results(args, pre, fine, reload_difference)
-    print("plots: " + ", ".join(str(adapter / p) for p in ("roc.png", "pr.png", "calibration.png", "training_curves.png")))
+    print_pretraining(pre)
+    for task, result in results.items():
+        print_task(task, result)
     print(f"pretraining curves: {pretrained / 'training_curves.png'}")
-    print(f"ready to push: {card}  (behrt-push --folder {card} --repo_id you/behrt-{args.task}-lora)")
-    return {"pretrain": pre, "finetune": fine, "reload_difference": reload_difference, "card_folder": str(card)}
+    return {"pretrain": pre, "tasks": results}
 
 
-def print_results(args: DemoArguments, pre: dict, fine: dict, reload_difference: float) -> None:
-    """Pretraining beside the frequency baseline; the task's test scores beside the oracle."""
-    test = fine["report"]["test"]
+def count_baseline(args: DemoArguments, task_name: str) -> dict:
+    """What a clinical ML user tries first: L2 logistic regression on code counts (all history and the
+    last 90 / 365 days), age and sex, cut at the same index visits; C chosen on validation."""
+    from behrt_hf import load_synthetic
+    from behrt_hf.baselines import CountBaseline
+    from behrt_hf.count_features import CountFeaturizer
+    from behrt_hf.metrics import compute_binary_metrics
+    from behrt_hf.tasks import Task
+
+    task = Task(task_name)
+    cohort = load_synthetic(args.synthetic, seed=args.seed, num_patients=args.num_patients)
+    featurizer = CountFeaturizer().fit(cohort["train"], task)
+    train, validation, test = (featurizer.transform(cohort[s], task) for s in ("train", "validation", "test"))
+    baseline = CountBaseline("logistic", seed=args.seed).fit(train.matrix, train.labels, validation.matrix,
+                                                             validation.labels)
+    return compute_binary_metrics(baseline.predict_proba(test.matrix), test.labels)
+
+
+def print_pretraining(pre: dict) -> None:
+    """Pretraining beside the frequency baseline."""
     pre_eval = pre["eval"]
     rows = [
         ("masked-code accuracy (validation)", pre_eval.get("eval_mlm_accuracy"), pre["baseline"].get("mlm_accuracy")),
@@ -121,22 +145,31 @@ def print_results(args: DemoArguments, pre: dict, fine: dict, reload_difference:
     print(f"{'pretraining':<36} {'model':>8} {'frequency baseline':>19}")
     for label, model, base in rows:
         print(f"{label:<36} {model:>8.3f} {base:>19.3f}")
-    print(f"\n{args.task} on the test split ({test['model']['num_patients']} patients, "
+
+
+def print_task(task: str, result: dict) -> None:
+    """The task's test scores: BEHRT + LoRA, the count baseline and the oracle; plots and the card folder."""
+    fine = result["finetune"]
+    test = fine["report"]["test"]
+    print(f"\n{task} on the test split ({test['model']['num_patients']} patients, "
           f"prevalence {test['model']['prevalence']:.1%})")
     print(f"{'':<36} {'AUROC':>8} {'AUPRC':>8} {'Brier':>8}")
-    for who in ("model", "oracle"):
-        if who in test:
-            m = test[who]
-            label = "BEHRT + LoRA" if who == "model" else "oracle (Bayes ceiling)"
-            print(f"{label:<36} {m['auroc']:>8.3f} {m['auprc']:>8.3f} {m['brier']:>8.3f}")
+    rows = [("BEHRT + LoRA", test["model"]), ("count logistic regression", result["count_baseline"])]
+    if "oracle" in test:
+        rows.append(("oracle (Bayes ceiling)", test["oracle"]))
+    for label, m in rows:
+        print(f"{label:<36} {m['auroc']:>8.3f} {m['auprc']:>8.3f} {m['brier']:>8.3f}")
     if "gap_to_oracle_auroc" in test:
         print(f"{'gap to the oracle (AUROC)':<36} {test['gap_to_oracle_auroc']:>8.3f}")
     percent = 100 * fine["trainable_parameters"] / fine["total_parameters"]
-    print(f"\nLoRA trained {fine['trainable_parameters']:,} of {fine['total_parameters']:,} parameters ({percent:.1f}%); "
-          f"adapter reload reproduces the predictions (max difference {reload_difference:.1e})")
+    print(f"LoRA trained {fine['trainable_parameters']:,} of {fine['total_parameters']:,} parameters ({percent:.1f}%); "
+          f"adapter reload reproduces the predictions (max difference {result['reload_difference']:.1e})")
+    adapter = Path(result["card_folder"])
+    print("plots: " + ", ".join(str(adapter / p) for p in ("roc.png", "pr.png", "calibration.png", "training_curves.png")))
+    print(f"ready to push: {adapter}  (behrt-push --folder {adapter} --repo_id you/behrt-{task}-lora)")
 
 
-def check_adapter_reload(adapter: Path, args: DemoArguments) -> float:
+def check_adapter_reload(adapter: Path, args: DemoArguments, task_name: str) -> float:
     """Reload the saved adapter with PEFT's Auto class; max |difference| from the saved test predictions."""
     import numpy as np
     import torch
@@ -148,7 +181,7 @@ def check_adapter_reload(adapter: Path, args: DemoArguments) -> float:
     saved = json.loads((adapter / "predictions_test.json").read_text())
     model = AutoPeftModelForSequenceClassification.from_pretrained(adapter, num_labels=1).eval()
     tokenizer = BehrtTokenizerFast.from_pretrained(adapter)
-    task = Task(args.task)
+    task = Task(task_name)
     cohort = load_synthetic(args.synthetic, seed=args.seed, num_patients=args.num_patients)
     test = task.encode(task.eligible(cohort["test"]), tokenizer, max_length=args.max_length, desc="test")
     n = min(16, len(test))
@@ -159,7 +192,7 @@ def check_adapter_reload(adapter: Path, args: DemoArguments) -> float:
     return float(np.abs(probabilities - np.asarray(saved["probability"][:n])).max())
 
 
-def write_card_folder(adapter: Path, args: DemoArguments) -> Path:
+def write_card_folder(adapter: Path) -> Path:
     """The adapter folder with its model card (README.md): what `push_to_hub` would upload."""
     from behrt_hf.hub import render_model_card
 
