@@ -207,3 +207,17 @@ def test_count_baselines_alone_need_no_pretraining_and_still_get_a_verdict(tmp_p
         assert summary["verdicts"][key].startswith(("      50%: ", "     100%: "))
     with pytest.raises(ValueError, match="at least one arm or baseline"):
         parse_args((benchmark.BenchmarkArguments,), ["--arms", "", "--baselines", ""])
+
+
+def test_task_all_benchmarks_every_synthetic_task_in_its_own_folder(tmp_path):
+    from behrt_hf.data_builders.synthetic_ehr import TASKS
+
+    summaries = benchmark.main(["--output_dir", str(tmp_path / "bench"), "--synthetic", "small", "--task", "all",
+                                "--label_fractions", "1.0", "--arms", "", "--baselines", "logistic",
+                                "--bootstrap_resamples", "50"])
+    assert list(summaries) == list(TASKS)
+    for name, summary in summaries.items():
+        assert summary["task"] == name and (tmp_path / "bench" / name / "SUMMARY.txt").exists()
+        assert 0 <= summary["results"]["1"]["logistic"]["test"]["auroc"] <= 1  # small test splits: any value
+    with pytest.raises(ValueError, match="--task all means every task of the synthetic cohort"):
+        parse_args((benchmark.BenchmarkArguments,), ["--task", "all", "--dataset_path", "saved"])

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from behrt_hf.baselines import BASELINES, CountBaseline
+from behrt_hf.data_builders.synthetic_ehr import TASKS
 from behrt_hf.metrics import compute_binary_metrics
 from behrt_hf.plotting import plot_precision_recall, plot_roc, pyplot
 from behrt_hf.stats import age_bands, compare_models, format_subgroups, subgroup_metrics
@@ -82,7 +84,8 @@ class BenchmarkArguments:
     )
     num_patients: int | None = field(default=None, metadata={"help": "Override the cohort's size."})
     task: str = field(default="fall_1y", metadata={
-        "help": "Task of the synthetic cohort: fall_1y, heart_failure_1y or exacerbation_1y."})
+        "help": "Task of the synthetic cohort: fall_1y, heart_failure_1y, exacerbation_1y, or 'all' (each in its "
+                "own folder under --output_dir, from one pretrained model)."})
     label_fractions: str = field(default="0.01,0.1,1.0", metadata={"help": "Comma-separated label fractions."})
     shots: str = field(
         default="", metadata={"help": "Comma-separated labelled patients per class, e.g. 1,2,4,8,16,32,64,128 "
@@ -123,6 +126,8 @@ class BenchmarkArguments:
             raise ValueError(f"shots must be >= 1 patient per class, got {self.shot_counts}.")
         if not self.fractions and not self.shot_counts:
             raise ValueError("Give --label_fractions or --shots.")
+        if self.task == "all" and self.dataset_path:
+            raise ValueError("--task all means every task of the synthetic cohort; with --dataset_path name one task.")
         if self.draws < 1 or self.bootstrap_resamples < 10:
             raise ValueError(f"--draws must be >= 1 and --bootstrap_resamples >= 10, got {self.draws}, "
                              f"{self.bootstrap_resamples}.")
@@ -502,8 +507,6 @@ def format_difference(d: dict | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from behrt_hf.tasks import Task
-
     (args,) = parse_args((BenchmarkArguments,), argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = Path(args.output_dir)
@@ -512,6 +515,18 @@ def main(argv: list[str] | None = None) -> dict:
     args.dataset_path, test_split = saved_cohort(args, root)
     needs_pretrained = any(ARMS[a][0] for a in args.arm_names)
     pretrained = (args.pretrained_model or run_pretraining(args, root)) if needs_pretrained else None
+    if args.task != "all":
+        return benchmark_task(args, root, source, test_split, pretrained)
+    # every task of the synthetic cohort, each in its own folder, all from the one pretrained model
+    return {name: benchmark_task(dataclasses.replace(args, task=name), root / name, source, test_split, pretrained)
+            for name in TASKS}
+
+
+def benchmark_task(args: BenchmarkArguments, root: Path, source: str, test_split: str, pretrained: str | None) -> dict:
+    """Every setting of `args.task`: its runs, scores, SUMMARY.txt, SUBGROUPS.txt, charts, summary.json in `root`."""
+    from behrt_hf.tasks import Task
+
+    root.mkdir(parents=True, exist_ok=True)
     task = Task(args.task)
     data = BenchmarkData.load(args.dataset_path, task)
 
