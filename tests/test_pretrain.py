@@ -210,7 +210,7 @@ def test_the_recipe_masks_40_percent_in_training_and_keeps_15_percent_for_valida
 
     pretrain.main(["--dataset_path", cohort, "--output_dir", str(tmp_path / "a"), "--do_train", "--max_steps", "1",
                    *COMMON], callbacks=[Capture()])
-    assert seen == {"attention_init": "mimetic", "mlm_probability": 0.4}
+    assert seen == {"attention_init": "mimetic_qk", "mlm_probability": 0.4}
 
     data_args = pretrain.DataArguments(dataset_path=cohort, max_length=48)
     cohort_dict = data_args.load_cohort()

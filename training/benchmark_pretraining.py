@@ -69,8 +69,8 @@ VARIANTS: dict[str, Variant] = {
     "baseline": Variant(BASELINE.description),
     # Today's defaults of behrt-pretrain and the demo (BehrtConfig.attention_init, pretrain.RECIPE,
     # pretrain.DataArguments.mlm_probability): the combination that removed most of the plateau.
-    "recipe": Variant("mimetic attention initialisation + 40% masking + Adam beta2 0.95 (the recipe)",
-                      config={"attention_init": "mimetic"}, training={"adam_beta2": 0.95},
+    "recipe": Variant("mimetic query-key initialisation + 40% masking + Adam beta2 0.95 (the recipe)",
+                      config={"attention_init": "mimetic_qk"}, training={"adam_beta2": 0.95},
                       collator={"mlm_probability": 0.4}),
     "pre_ln": Variant("pre-LN encoder layers", config={"layer_norm_position": "pre"}),
     "lr_5e-4": Variant("learning rate 5e-4", training={"learning_rate": 5e-4}),

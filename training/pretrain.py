@@ -44,7 +44,7 @@ MODEL_CLASSES = {"mlm": BehrtForMaskedLM, "nvp": BehrtForNextVisitPrediction, "m
 
 # The pretraining recipe's optimiser and schedule (README "Pretraining recipe"; chosen with
 # `behrt-benchmark-pretraining`): the defaults of `behrt-pretrain` and the demo's pretraining run.
-# Its model side is in the config's defaults (the mimetic attention initialisation,
+# Its model side is in the config's defaults (the mimetic query-key initialisation,
 # `BehrtConfig.attention_init`) and the presets, its masking (40% of codes) in `DataArguments`.
 RECIPE: dict = {
     "per_device_train_batch_size": 32,
