@@ -97,7 +97,9 @@ def test_integrated_gradients_sum_to_the_logit_difference(cohort, trained):
     """Completeness: the attributions of all codes add up to logit(input) - logit(no-code baseline)."""
     model, tokenizer = trained
     patient = next(p for p in TASK.eligible(cohort["test"]) if p["label_planted"] == 1)
-    e = explain_prediction(model, tokenizer, patient, task=TASK, method="integrated_gradients", steps=256)
+    # 256 midpoints left an 11% gap once attention started from the mimetic query-key initialisation
+    # (sharper attention, a steeper path); 2,048 close it, as completeness says they must
+    e = explain_prediction(model, tokenizer, patient, task=TASK, method="integrated_gradients", steps=2048)
     total = sum(c.attribution for c in e.codes)
     assert abs(e.logit - e.baseline_logit) > 0.5
     assert total == pytest.approx(e.logit - e.baseline_logit, rel=0.01)
@@ -188,7 +190,7 @@ def test_a_lora_adapter_is_explained_through_the_cli(cohort, trained, tmp_path):
     model.save_pretrained(base)
     tokenizer.save_pretrained(base)
     lora = get_peft_model(BehrtForSequenceClassification.from_pretrained(base), LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=4, target_modules=["query", "value"], modules_to_save=["classifier"]))
+        task_type=TaskType.SEQ_CLS, r=4, target_modules=["query", "value", "dense"], modules_to_save=["classifier"]))
     with torch.no_grad():
         for name, parameter in lora.named_parameters():
             if "lora_B" in name:
