@@ -242,8 +242,6 @@ class BehrtConfig(PreTrainedConfig):
             raise ValueError(f"position_encoding='visit_sinusoidal' needs an even hidden_size, got {self.hidden_size}.")
         if self.position_table_scale is not None and not self.position_table_scale > 0:
             raise ValueError(f"position_table_scale must be positive (or None), got {self.position_table_scale}.")
-        if self.attention_init not in ("normal", "mimetic_qk", "mimetic"):
-            raise ValueError(f"attention_init must be 'normal', 'mimetic_qk' or 'mimetic', got {self.attention_init!r}.")
         if self.max_age < 1:
             raise ValueError(f"max_age must be at least 1 year, got {self.max_age}.")
         if self.type_vocab_size < 1:

@@ -35,9 +35,9 @@ with `behrt-pretrain` unless `--pretrained_model` names one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path

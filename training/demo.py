@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from behrt_hf import load_synthetic
 from behrt_hf.data_builders.synthetic_ehr import TASKS
 from behrt_hf.training import finetune, pretrain
 from behrt_hf.training.arguments import (
@@ -29,7 +30,7 @@ class DemoArguments:
     output_dir: str = field(default="outputs/demo", metadata={"help": "Where everything is written."})
     synthetic: str = field(default="medium", metadata={"help": "Synthetic cohort: tiny, small, medium or large."})
     num_patients: int | None = field(default=None, metadata={"help": "Override the cohort's size."})
-    task: str = field(default="fall_1y", metadata={"help": "fall_1y, heart_failure_1y or exacerbation_1y."})
+    task: str = field(default="fall_1y", metadata={"help": f"One of {', '.join(TASKS)}, or 'all' (one adapter each)."})
     preset: str = field(default="small", metadata={"help": "Model size preset."})
     pretrain_steps: int = field(default=1000, metadata={"help": "Optimizer steps of pretraining."})
     finetune_steps: int = field(default=600, metadata={"help": "Optimizer steps of LoRA fine-tuning."})
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     pretrained = root / "pretrained"
     pre = pretrain.run(*pretrain_arguments(args, pretrained))
 
+    cohort = load_synthetic(args.synthetic, seed=args.seed, num_patients=args.num_patients)  # cached by pretraining
     results = {}
     for task in tasks:
         stage(f"2/3 LoRA fine-tuning for {task} ({args.finetune_steps} steps; inputs cut at each "
@@ -103,10 +105,10 @@ def main(argv: list[str] | None = None) -> dict:
         # The kept checkpoint is the one of lowest validation loss: on a validation split of a few
         # hundred patients AUROC jumps from one evaluation to the next, the loss much less.
         fine = finetune.run(*finetune_arguments(args, adapter, pretrained, task))
-        results[task] = {"finetune": fine, "count_baseline": count_baseline(args, task)}
+        results[task] = {"finetune": fine, "count_baseline": count_baseline(cohort, task, args.seed)}
 
         stage(f"3/3 reloading the {task} adapter and writing its model card", start)
-        results[task]["reload_difference"] = check_adapter_reload(adapter, args, task)
+        results[task]["reload_difference"] = check_adapter_reload(adapter, cohort, task, args.max_length)
         results[task]["card_folder"] = str(write_card_folder(adapter))
 
     print(f"\n{'=' * 72}\nbehrt_hf demo finished in {time.perf_counter() - start:.0f}s\n{'=' * 72}")
@@ -117,20 +119,18 @@ def main(argv: list[str] | None = None) -> dict:
     return {"pretrain": pre, "tasks": results}
 
 
-def count_baseline(args: DemoArguments, task_name: str) -> dict:
+def count_baseline(cohort, task_name: str, seed: int) -> dict:
     """What a clinical ML user tries first: L2 logistic regression on code counts (all history and the
     last 90 / 365 days), age and sex, cut at the same index visits; C chosen on validation."""
-    from behrt_hf import load_synthetic
     from behrt_hf.baselines import CountBaseline
     from behrt_hf.count_features import CountFeaturizer
     from behrt_hf.metrics import compute_binary_metrics
     from behrt_hf.tasks import Task
 
     task = Task(task_name)
-    cohort = load_synthetic(args.synthetic, seed=args.seed, num_patients=args.num_patients)
     featurizer = CountFeaturizer().fit(cohort["train"], task)
     train, validation, test = (featurizer.transform(cohort[s], task) for s in ("train", "validation", "test"))
-    baseline = CountBaseline("logistic", seed=args.seed).fit(train.matrix, train.labels, validation.matrix,
+    baseline = CountBaseline("logistic", seed=seed).fit(train.matrix, train.labels, validation.matrix,
                                                              validation.labels)
     return compute_binary_metrics(baseline.predict_proba(test.matrix), test.labels)
 
@@ -169,21 +169,20 @@ def print_task(task: str, result: dict) -> None:
     print(f"ready to push: {adapter}  (behrt-push --folder {adapter} --repo_id you/behrt-{task}-lora)")
 
 
-def check_adapter_reload(adapter: Path, args: DemoArguments, task_name: str) -> float:
+def check_adapter_reload(adapter: Path, cohort, task_name: str, max_length: int) -> float:
     """Reload the saved adapter with PEFT's Auto class; max |difference| from the saved test predictions."""
     import numpy as np
     import torch
     from peft import AutoPeftModelForSequenceClassification
 
-    from behrt_hf import BehrtTokenizerFast, DataCollatorForBehrt, load_synthetic
+    from behrt_hf import BehrtTokenizerFast, DataCollatorForBehrt
     from behrt_hf.tasks import Task
 
     saved = json.loads((adapter / "predictions_test.json").read_text())
     model = AutoPeftModelForSequenceClassification.from_pretrained(adapter, num_labels=1).eval()
     tokenizer = BehrtTokenizerFast.from_pretrained(adapter)
     task = Task(task_name)
-    cohort = load_synthetic(args.synthetic, seed=args.seed, num_patients=args.num_patients)
-    test = task.encode(task.eligible(cohort["test"]), tokenizer, max_length=args.max_length, desc="test")
+    test = task.encode(task.eligible(cohort["test"]), tokenizer, max_length=max_length, desc="test")
     n = min(16, len(test))
     batch = DataCollatorForBehrt(tokenizer.pad_token_id)([test[i] for i in range(n)])
     batch.pop("labels")
