@@ -40,6 +40,10 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
+# Upper bounds (days) of the time-before-prediction buckets of `recency_encoding="buckets"`: the
+# last visit, then up to 1, 3, 6 months, 1, 2, 5 years before it, then older.
+RECENCY_BUCKET_DAYS = (0, 31, 91, 183, 365, 730, 1826)
+
 # Age ids per year of age for each `age_unit`; the tokenizer reads it from here (one definition).
 AGE_STEPS_PER_YEAR = {"year": 1, "month": 12}
 
@@ -97,6 +101,21 @@ class BehrtConfig(PreTrainedConfig):
             Number of segment types; segments alternate 0/1 from visit to visit.
         age_unit (`str`, *optional*, defaults to `"year"`):
             Resolution of the age embedding: `"year"` or `"month"`.
+        age_encoding (`str`, *optional*, defaults to `"learned"`):
+            `"learned"`: one trained embedding per age id. `"learned+sinusoid"`: plus a fixed
+            sinusoid of the age id (a persistent buffer saved with the weights, row 0 zero, each
+            dimension at an rms of about `initializer_range`), so that the time between two visits
+            is a rotation the attention can read, whatever ages were seen in training. Use it with
+            `age_unit="month"`: its fastest period is about 6 age steps (6 months), while with
+            `"year"` it cannot resolve less than several years.
+        recency_encoding (`str`, *optional*, defaults to `"none"`):
+            `"buckets"`: each token also gets an embedding of how long before the sequence's last
+            visit (the time of prediction) its visit was, bucketed by `RECENCY_BUCKET_DAYS` (the last
+            visit; up to 1, 3, 6 months; 1, 2, 5 years; older). It is computed from the age ids (the
+            last visit's age id minus the token's), so it needs no extra input; with
+            `age_unit="month"` it resolves months, with `"year"` only whole years of age. Token
+            positions count from the start of the kept history, so without it "how recent" must be
+            read off the difference of two age embeddings.
         max_age (`int`, *optional*, defaults to 120):
             Oldest age in years that has its own embedding; older ages share the last one.
             `age_unit="month", max_age=110` gives the BEHRT code's 1,322 age rows (its layout differs
@@ -185,6 +204,8 @@ class BehrtConfig(PreTrainedConfig):
     cls_shares_first_visit_position: bool = False
     type_vocab_size: int = 2
     age_unit: Literal["year", "month"] = "year"
+    age_encoding: Literal["learned", "learned+sinusoid"] = "learned"
+    recency_encoding: Literal["none", "buckets"] = "none"
     max_age: int = 120
     trainable_padding_rows: bool = False
     pooling: Literal["cls", "mean", "max"] = "cls"
@@ -248,4 +269,4 @@ class BehrtConfig(PreTrainedConfig):
             raise ValueError(f"type_vocab_size must be at least 1, got {self.type_vocab_size}.")
 
 
-__all__ = ["BehrtConfig", "PRESETS"]
+__all__ = ["BehrtConfig", "PRESETS", "RECENCY_BUCKET_DAYS"]

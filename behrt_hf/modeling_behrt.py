@@ -53,7 +53,7 @@ from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_behrt import BehrtConfig
+from .configuration_behrt import RECENCY_BUCKET_DAYS, BehrtConfig
 
 # Written into config.json on save: which class each Auto class loads with trust_remote_code=True.
 AUTO_MAP = {
@@ -96,6 +96,14 @@ def visit_position_table(config: BehrtConfig) -> torch.Tensor:
     return build(*shape) * config.resolved_position_table_scale
 
 
+def age_sinusoid_table(config: BehrtConfig) -> torch.Tensor:
+    """The fixed age table of `age_encoding="learned+sinusoid"`, (age_vocab_size, hidden_size): a
+    sinusoid of the age id at the scaled visit table's rms, zero for id 0 (padding / unknown age)."""
+    table = sinusoidal_table(config.age_vocab_size, config.hidden_size) * math.sqrt(2.0) * config.initializer_range
+    table[0] = 0.0
+    return table
+
+
 def _in_host_memory(tensor: torch.Tensor) -> bool:
     """True for a CPU tensor outside compilation and tracing: reading its values back costs no device sync."""
     return tensor.device.type == "cpu" and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
@@ -133,6 +141,11 @@ class BehrtEmbeddings(nn.Module):
         code_pad, age_pad = (None, None) if trainable_pad else (config.pad_token_id, 0)
         self.code_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=code_pad)
         self.age_embeddings = nn.Embedding(config.age_vocab_size, config.hidden_size, padding_idx=age_pad)
+        if config.age_encoding == "learned+sinusoid":  # fixed, saved with the weights like the visit table
+            self.register_buffer("age_sinusoid_table", age_sinusoid_table(config), persistent=True)
+        if config.recency_encoding == "buckets":  # id 0: padding; 1 + bucket of the time before the last visit
+            self.recency_embeddings = nn.Embedding(len(RECENCY_BUCKET_DAYS) + 2, config.hidden_size, padding_idx=0)
+            self.recency_bounds = tuple(days * config.age_steps_per_year / 365.25 for days in RECENCY_BUCKET_DAYS)
         self.segment_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         if config.position_encoding == "token":
             self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
@@ -154,6 +167,14 @@ class BehrtEmbeddings(nn.Module):
                 "encode with a smaller max_length."
             )
         return torch.arange(seq_length, device=device).unsqueeze(0)  # (1, T)
+
+    def recency_ids(self, age_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) age ids -> recency bucket ids: 0 for padding (age id 0), else 1 + the bucket of the
+        time between the token's visit and the sequence's last visit (its highest age id)."""
+        before_last = age_ids.max(dim=1, keepdim=True).values - age_ids  # age steps, >= 0
+        bounds = torch.tensor(self.recency_bounds, dtype=torch.float32, device=age_ids.device)
+        bucket = torch.bucketize(before_last.float(), bounds)
+        return torch.where(age_ids > 0, bucket + 1, torch.zeros_like(bucket))
 
     def forward(self, input_ids=None, age_ids=None, segment_ids=None, position_ids=None, visit_ids=None,
                 inputs_embeds=None) -> torch.Tensor:
@@ -183,6 +204,10 @@ class BehrtEmbeddings(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.code_embeddings(input_ids)  # (B, T, H)
         embeddings = inputs_embeds + self.age_embeddings(age_ids) + self.segment_embeddings(segment_ids)
+        if self.config.age_encoding == "learned+sinusoid":
+            embeddings = embeddings + F.embedding(age_ids, self.age_sinusoid_table)
+        if self.config.recency_encoding == "buckets":
+            embeddings = embeddings + self.recency_embeddings(self.recency_ids(age_ids))
         if self.config.position_encoding == "token":
             embeddings = embeddings + self.position_embeddings(position_ids)
         else:
@@ -391,6 +416,8 @@ class BehrtPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, BehrtEmbeddings) and hasattr(module, "visit_position_table"):
             init.copy_(module.visit_position_table, visit_position_table(self.config))
+        if isinstance(module, BehrtEmbeddings) and hasattr(module, "age_sinusoid_table"):
+            init.copy_(module.age_sinusoid_table, age_sinusoid_table(self.config))
         if isinstance(module, BehrtAttention) and self.config.attention_init != "normal":
             mimetic_init_(module, self.config)
 

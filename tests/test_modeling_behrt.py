@@ -17,7 +17,7 @@ from behrt_hf import (
     BehrtModel,
     BehrtTokenizerFast,
 )
-from behrt_hf.modeling_behrt import _check_id_ranges, sinusoidal_table
+from behrt_hf.modeling_behrt import _check_id_ranges, age_sinusoid_table, sinusoidal_table
 from tests.helpers import tiny_config
 
 ALL_CLASSES = [
@@ -360,6 +360,59 @@ def test_visit_sinusoidal_positions_are_fixed_and_follow_visit_ids(tmp_path):
         table.add_(torch.randn_like(table))
     model.save_pretrained(tmp_path)
     assert torch.equal(BehrtModel.from_pretrained(tmp_path).embeddings.visit_position_table, table)
+
+
+def test_age_sinusoid_is_a_fixed_saved_table_that_tells_months_apart(tmp_path):
+    config = tiny_config(age_unit="month", age_encoding="learned+sinusoid")
+    model = BehrtModel(config).eval()
+    table = model.embeddings.age_sinusoid_table
+    assert table.shape == (config.age_vocab_size, config.hidden_size) and not table.requires_grad
+    assert "embeddings.age_sinusoid_table" in model.state_dict()  # saved with the weights, never trained
+    assert torch.count_nonzero(table[0]) == 0  # padding / unknown age adds nothing
+    rms = table[1:].pow(2).mean().sqrt().item()
+    assert rms == pytest.approx(config.initializer_range, rel=0.05)
+    # the learned rows alone cannot tell two ages apart once they are equal; the sinusoid still does
+    with torch.no_grad():
+        model.embeddings.age_embeddings.weight.zero_()
+    codes, ages = torch.tensor([[2, 7, 8]]), torch.tensor([[600, 600, 600]])
+    with torch.no_grad():
+        now, a_month_later = (model.embeddings(codes, age_ids=a) for a in (ages, ages + 1))
+        assert not torch.allclose(now, a_month_later)
+        plain = BehrtModel(tiny_config(age_unit="month")).embeddings.eval()
+        plain.load_state_dict(model.embeddings.state_dict(), strict=False)
+        torch.testing.assert_close(plain(codes, age_ids=ages), plain(codes, age_ids=ages + 1))
+    model.save_pretrained(tmp_path)
+    reloaded = BehrtModel.from_pretrained(tmp_path)
+    assert reloaded.config.age_encoding == "learned+sinusoid"
+    torch.testing.assert_close(reloaded.embeddings.age_sinusoid_table, age_sinusoid_table(config))
+
+
+@pytest.mark.parametrize("unit", ["month", "year"])
+def test_recency_buckets_count_back_from_the_last_visit(unit, tmp_path):
+    """recency_encoding="buckets": each token's bucket is the time from its visit to the last one,
+    read off the age ids; padding gets id 0, and a reloaded model computes the same."""
+    config = tiny_config(age_unit=unit, recency_encoding="buckets")
+    model = BehrtModel(config).eval()
+    step = 12 if unit == "month" else 1  # age ids per year
+    last = 70 * step + 1
+    # [CLS] (the last visit's age), visits 10 years, 2 years and 6 months before, two codes of the last visit, padding
+    ages = torch.tensor([[last, last - 10 * step, last - 2 * step, last - step // 2, last, last, 0]])
+    expected = [1, 8, 7, 4 if unit == "month" else 1, 1, 1, 0]  # 2 years = 730.5 days: past the 730-day bound
+    assert model.embeddings.recency_ids(ages).tolist() == [expected]
+    # the same codes and ages, but the last visit a year later: every older token moves to another bucket
+    codes = torch.tensor([[2, 7, 8, 9, 10, 11, 0]])
+    mask = (ages > 0).long()
+    later = torch.where(ages > 0, ages, 0).clone()
+    later[0, [0, 4, 5]] += step
+    with torch.no_grad():
+        assert not torch.allclose(model(codes, attention_mask=mask, age_ids=ages).last_hidden_state,
+                                  model(codes, attention_mask=mask, age_ids=later).last_hidden_state)
+    assert torch.count_nonzero(model.embeddings.recency_embeddings.weight[0]) == 0
+    model.save_pretrained(tmp_path)
+    reloaded = BehrtModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(codes, attention_mask=mask, age_ids=ages).last_hidden_state,
+                                   model(codes, attention_mask=mask, age_ids=ages).last_hidden_state)
 
 
 def test_a_visit_sinusoidal_model_saved_before_the_scale_reloads_unscaled(tmp_path):
