@@ -50,9 +50,16 @@ CLS_AGES = ("last", "first")
 ORIGINAL_TOKENIZER_SETTINGS = dict(age_unit="month", max_age=110, cls_age="first", truncate_by="token")
 
 
-def tokenizer_settings_for_preset(preset: str) -> dict:
-    """Tokenizer settings a model preset needs (`original`: `ORIGINAL_TOKENIZER_SETTINGS`; others: none)."""
-    return dict(ORIGINAL_TOKENIZER_SETTINGS) if preset == "original" else {}
+def tokenizer_settings_for_preset(preset: str, config_overrides: Mapping[str, Any] | None = None) -> dict:
+    """Tokenizer settings a model preset needs (`original`: `ORIGINAL_TOKENIZER_SETTINGS`), with the
+    age ids the preset's config, then `config_overrides`, ask for (`age_unit`, `max_age`): the
+    tokenizer and the model it feeds must number ages alike."""
+    from .configuration_behrt import PRESETS
+
+    settings = dict(ORIGINAL_TOKENIZER_SETTINGS) if preset == "original" else {}
+    for source in (PRESETS.get(preset, {}), config_overrides or {}):
+        settings.update({key: source[key] for key in ("age_unit", "max_age") if key in source})
+    return settings
 
 
 def count_codes(patients: Iterable[Mapping[str, Any]] | Any) -> Counter:

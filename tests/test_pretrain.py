@@ -72,6 +72,18 @@ def test_single_objectives(cohort, tmp_path, objective):
     assert not any(k.startswith("eval_" + ("nvp" if objective == "mlm" else "mlm")) for k in result["eval"])
 
 
+def test_config_overrides_number_the_tokenizer_ages_too(cohort, tmp_path):
+    """age_unit / max_age given as config overrides reach the tokenizer, so that model and tokenizer agree."""
+    overrides = TINY + ",age_unit=month,max_age=100,age_encoding=learned+sinusoid"
+    common = [c if c != TINY else overrides for c in COMMON]
+    pretrain.main(["--dataset_path", cohort, "--output_dir", str(tmp_path), "--do_train", "--max_steps", "2",
+                   "--per_device_train_batch_size", "8", *common])
+    config = json.loads((tmp_path / "config.json").read_text())
+    tokenizer = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert (config["age_unit"], config["max_age"], config["age_encoding"]) == ("month", 100, "learned+sinusoid")
+    assert (tokenizer["age_unit"], tokenizer["max_age"]) == ("month", 100)
+
+
 def test_bad_arguments_are_reported(cohort, tmp_path):
     with pytest.raises(ValueError, match="--objective must be one of"):
         pretrain.main(["--dataset_path", cohort, "--output_dir", str(tmp_path), "--objective", "clm", *COMMON])
@@ -194,6 +206,35 @@ def test_a_command_without_training_flags_trains_with_the_recipe(cohort, tmp_pat
     pretrain.main(["--dataset_path", cohort, "--output_dir", str(tmp_path / "b"), "--do_train", "--max_steps", "1",
                    "--learning_rate", "1e-4", "--per_device_train_batch_size", "4", *COMMON], callbacks=[Capture()])
     assert seen["learning_rate"] == 1e-4 and seen["per_device_train_batch_size"] == 4
+
+
+@pytest.mark.parametrize("steps", [100, 1000])
+def test_the_recipe_schedule_warms_up_holds_then_decays_over_its_last_fifth(tmp_path, steps):
+    """warmup_stable_decay without num_decay_steps decays over the last 20% of whatever the run's
+    length is; an explicit num_decay_steps is kept."""
+    from behrt_hf import BehrtConfig, BehrtForMaskedLM
+    from behrt_hf.training.arguments import parse_config_overrides
+    from behrt_hf.training.trainer import BehrtTrainer
+
+    model = BehrtForMaskedLM(BehrtConfig(vocab_size=20, **parse_config_overrides(TINY)))
+    args = pretrain.PretrainingArguments(output_dir=str(tmp_path), max_steps=steps, warmup_steps=10,
+                                         report_to="none", use_cpu=True)
+    trainer = BehrtTrainer(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    peak = args.learning_rate
+    stable_end = steps - round(0.2 * steps)
+    assert rates[5] < peak and rates[10] == pytest.approx(peak) and rates[stable_end - 1] == pytest.approx(peak)
+    assert rates[stable_end + 1] < peak and rates[-1] < 0.01 * peak
+    explicit = pretrain.PretrainingArguments(output_dir=str(tmp_path), max_steps=steps, warmup_steps=10,
+                                             lr_scheduler_kwargs={"num_decay_steps": 5}, report_to="none", use_cpu=True)
+    trainer = BehrtTrainer(model=model, args=explicit)
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    assert trainer.args.lr_scheduler_kwargs == {"num_decay_steps": 5}
 
 
 def test_the_recipe_masks_40_percent_in_training_and_keeps_15_percent_for_validation(cohort, tmp_path):

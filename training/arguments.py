@@ -108,24 +108,26 @@ def load_cohort(args) -> datasets.DatasetDict:
 
 def scripted_training_arguments(
     output_dir: str | Path, *, max_steps: int, learning_rate: float, seed: int, batch_size: int, use_cpu: bool,
-    **settings,
+    arguments_class: type[TrainingArguments] = TrainingArguments, **settings,
 ) -> TrainingArguments:
-    """The `TrainingArguments` of a run the demo or the benchmark starts: a fixed budget of optimizer
-    steps, evaluation batches of 64, no tracker or progress bar; `settings` add or replace any field."""
-    return TrainingArguments(**{
+    """The `TrainingArguments` (or `arguments_class`) of a run the demo or the benchmark starts: a budget
+    of optimizer steps, evaluation batches of 64, no tracker or progress bar; `settings` add or replace
+    any field."""
+    return arguments_class(**{
         "output_dir": str(output_dir), "do_train": True, "max_steps": max_steps, "learning_rate": learning_rate,
         "seed": seed, "per_device_train_batch_size": batch_size, "per_device_eval_batch_size": 64,
         "report_to": "none", "disable_tqdm": True, "use_cpu": use_cpu, **settings,
     })
 
 
-def keep_best_checkpoint(every: int) -> dict:
-    """`TrainingArguments` fields that evaluate and save every `every` steps and end on the checkpoint
-    of lowest validation loss (validation AUROC on a few hundred patients is too noisy to pick by)."""
+def keep_best_checkpoint(every: int, patience: int | None = None) -> dict:
+    """Fields of `FinetuningArguments` that evaluate and save every `every` steps and end on the
+    checkpoint of lowest validation loss (validation AUROC on a few hundred patients is too noisy to
+    pick by); with `patience`, training stops once that many evaluations in a row found no lower loss."""
     return {
         "eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every,
         "save_total_limit": 1, "load_best_model_at_end": True, "metric_for_best_model": "loss",
-        "greater_is_better": False,
+        "greater_is_better": False, **({"early_stopping_patience": patience} if patience else {}),
     }
 
 

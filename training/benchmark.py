@@ -16,7 +16,9 @@ a validation subset drawn the same way (the same fraction of the validation spli
 per class), and every run picks its checkpoint (BEHRT: lowest validation loss) or its
 hyperparameters (baselines: validation AUROC) on that subset only, never on the full validation
 split. Draw d draws its subsets and trains with seed `seed + d` (at 100% of the labels the draws
-differ only by the training seed). Every BEHRT run gets the same number of optimizer steps. Figures are on the test split,
+differ only by the training seed). Every BEHRT run gets the same budget: at most `--finetune_steps`
+optimizer steps, validated every `--eval_every`, stopped once `--early_stopping_patience` validations
+in a row found no lower loss. Figures are on the test split,
 beside the oracle (the Bayes ceiling). On a synthetic cohort the test split is, by default, every
 patient of an independent cohort of the same preset (seed + 1): about ten times the cohort's own
 test split, so that arms a few hundredths of AUROC apart can be ranked.
@@ -102,8 +104,10 @@ class BenchmarkArguments:
     pretrained_model: str | None = field(default=None, metadata={"help": "Use this pretrained model (skip pretraining)."})
     pretrain_steps: int = field(default=4000, metadata={"help": "Optimizer steps of pretraining (mlm+nvp)."})
     pretrain_learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate of pretraining."})
-    finetune_steps: int = field(default=600, metadata={"help": "Optimizer steps of every fine-tuning run."})
-    eval_every: int = field(default=100, metadata={"help": "Validation every N steps; the best checkpoint is kept."})
+    finetune_steps: int = field(default=finetune.MAX_STEPS, metadata={"help": "Most optimizer steps of a fine-tuning run."})
+    eval_every: int = field(default=finetune.EVAL_EVERY, metadata={"help": "Validation every N steps; the best checkpoint is kept."})
+    early_stopping_patience: int = field(default=finetune.EARLY_STOPPING_PATIENCE, metadata={
+        "help": "Stop a fine-tuning run after this many evaluations without a lower validation loss (0: never)."})
     batch_size: int = field(default=32, metadata={"help": "Patients per step."})
     learning_rate: float = field(default=finetune.LEARNING_RATES["lora"], metadata={"help": "Learning rate of scratch, LoRA and probe."})
     full_finetune_learning_rate: float = field(default=finetune.LEARNING_RATES["full"], metadata={"help": "Learning rate of pretrained + full."})
@@ -128,6 +132,9 @@ class BenchmarkArguments:
             raise ValueError("Give --label_fractions or --shots.")
         if self.task == "all" and self.dataset_path:
             raise ValueError("--task all means every task of the synthetic cohort; with --dataset_path name one task.")
+        if self.eval_every < 1 or self.early_stopping_patience < 0:
+            raise ValueError(f"--eval_every must be positive and --early_stopping_patience >= 0, got "
+                             f"{self.eval_every}, {self.early_stopping_patience}.")
         if self.draws < 1 or self.bootstrap_resamples < 10:
             raise ValueError(f"--draws must be >= 1 and --bootstrap_resamples >= 10, got {self.draws}, "
                              f"{self.bootstrap_resamples}.")
@@ -271,7 +278,8 @@ def arm_arguments(args: BenchmarkArguments, output_dir: Path, arm: str, cohort: 
     return (
         model_args,
         finetune.FinetuneDataArguments(task=args.task, label_fraction=1.0, **cohort_fields(args, cohort)),
-        training_arguments(args, output_dir, args.finetune_steps, lr, seed, **keep_best_checkpoint(args.eval_every)),
+        training_arguments(args, output_dir, args.finetune_steps, lr, seed, arguments_class=finetune.FinetuningArguments,
+                           **keep_best_checkpoint(args.eval_every, args.early_stopping_patience)),
     )
 
 
@@ -560,8 +568,10 @@ def summary_table(scores: dict, args: BenchmarkArguments, source: str, test_spli
     """SUMMARY.txt: per setting, every contender with its intervals and comparisons; then the verdicts."""
     first = next(iter(scores.values()))
     test_patients = next(iter(first["contenders"].values()))["test"]["num_patients"]
-    lines = [f"task {args.task} on {source} ({test_split}: {test_patients} patients), {args.finetune_steps} steps "
-             f"per BEHRT run, {args.draws} draw(s) per setting (mean over draws; sd = spread over draws), "
+    stopping = (f", stopped after {args.early_stopping_patience} evaluations without a lower validation loss"
+                if args.early_stopping_patience else "")
+    lines = [f"task {args.task} on {source} ({test_split}: {test_patients} patients), at most {args.finetune_steps} "
+             f"steps per BEHRT run{stopping}, {args.draws} draw(s) per setting (mean over draws; sd = spread over draws), "
              f"95% intervals from {args.bootstrap_resamples} bootstrap resamples of the test patients",
              f"{'labels':>9} {'who':<8} {'patients':>8} {'AUROC [95% CI]':<22} {'sd':>6} {'AUPRC [95% CI]':<22} "
              f"{'Brier':>6} {'gap':>6}  {'vs best count: dAUROC [95% CI] p':<36}  vs scratch"]

@@ -33,7 +33,10 @@ class DemoArguments:
     task: str = field(default="fall_1y", metadata={"help": f"One of {', '.join(TASKS)}, or 'all' (one adapter each)."})
     preset: str = field(default="small", metadata={"help": "Model size preset."})
     pretrain_steps: int = field(default=1000, metadata={"help": "Optimizer steps of pretraining."})
-    finetune_steps: int = field(default=600, metadata={"help": "Optimizer steps of LoRA fine-tuning."})
+    finetune_steps: int = field(default=finetune.MAX_STEPS, metadata={"help": "Most optimizer steps of LoRA fine-tuning."})
+    eval_every: int = field(default=finetune.EVAL_EVERY, metadata={"help": "Validation every N fine-tuning steps."})
+    early_stopping_patience: int = field(default=finetune.EARLY_STOPPING_PATIENCE, metadata={
+        "help": "Stop fine-tuning after this many evaluations without a lower validation loss (0: never)."})
     finetune_learning_rate: float = field(default=finetune.LEARNING_RATES["lora"], metadata={"help": "Peak learning rate of LoRA fine-tuning."})
     batch_size: int = field(default=32, metadata={"help": "Patients per step."})
     max_length: int = field(default=256, metadata={"help": "Tokens per patient."})
@@ -43,6 +46,9 @@ class DemoArguments:
     def __post_init__(self):
         if self.pretrain_steps < 1 or self.finetune_steps < 1 or self.batch_size < 1:
             raise ValueError("pretrain_steps, finetune_steps and batch_size must be positive.")
+        if self.eval_every < 1 or self.early_stopping_patience < 0:
+            raise ValueError(f"eval_every must be positive and early_stopping_patience >= 0, got {self.eval_every}, "
+                             f"{self.early_stopping_patience}.")
         if self.task != "all" and self.task not in TASKS:
             raise ValueError(f"--task must be one of {TASKS} or 'all', got {self.task!r}.")
         if self.finetune_learning_rate <= 0:
@@ -68,14 +74,14 @@ def pretrain_arguments(args: DemoArguments, output_dir: Path):
 
 def finetune_arguments(args: DemoArguments, output_dir: Path, pretrained: Path, task: str | None = None):
     """The arguments of the demo's LoRA fine-tuning of `pretrained` for `task` (default `args.task`)."""
-    eval_every = max(1, args.finetune_steps // 6)
     return (
         finetune.FinetuneModelArguments(model_name_or_path=str(pretrained), mode="lora"),
         finetune.FinetuneDataArguments(task=task or args.task, **cohort_fields(args)),
         scripted_training_arguments(
             output_dir, max_steps=args.finetune_steps, learning_rate=args.finetune_learning_rate, seed=args.seed,
-            batch_size=args.batch_size, use_cpu=args.use_cpu, logging_steps=eval_every,
-            **keep_best_checkpoint(eval_every),
+            batch_size=args.batch_size, use_cpu=args.use_cpu, logging_steps=args.eval_every,
+            arguments_class=finetune.FinetuningArguments,
+            **keep_best_checkpoint(args.eval_every, args.early_stopping_patience),
         ),
     )
 
@@ -99,11 +105,13 @@ def main(argv: list[str] | None = None) -> dict:
     cohort = load_synthetic(args.synthetic, seed=args.seed, num_patients=args.num_patients)  # cached by pretraining
     results = {}
     for task in tasks:
-        stage(f"2/3 LoRA fine-tuning for {task} ({args.finetune_steps} steps; inputs cut at each "
-              "patient's index visit), and a count-based logistic regression beside it", start)
+        stage(f"2/3 LoRA fine-tuning for {task} (at most {args.finetune_steps} steps, stopping once the validation "
+              "loss stops falling; inputs cut at each patient's index visit), and a count-based logistic "
+              "regression beside it", start)
         adapter = root / f"lora_{task}"
         # The kept checkpoint is the one of lowest validation loss: on a validation split of a few
-        # hundred patients AUROC jumps from one evaluation to the next, the loss much less.
+        # hundred patients AUROC jumps from one evaluation to the next, the loss much less. Small
+        # tasks overfit within a few epochs, so the run stops once the loss has not fallen for a while.
         fine = finetune.run(*finetune_arguments(args, adapter, pretrained, task))
         results[task] = {"finetune": fine, "count_baseline": count_baseline(cohort, task, args.seed)}
 

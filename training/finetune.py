@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoTokenizer, TrainingArguments
+from transformers import AutoTokenizer, EarlyStoppingCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import find_adapter_config_file
 
@@ -56,6 +56,7 @@ from behrt_hf.tasks import (
     shift_classifier_bias,
     summarize,
 )
+from behrt_hf.tokenization_behrt import tokenizer_settings_for_preset
 from behrt_hf.tracking import RunTrackerCallback, write_summary
 from behrt_hf.training.arguments import CohortArguments, comma_list, parse_args, parse_config_overrides
 from behrt_hf.training.trainer import BehrtTrainer, start_run
@@ -71,6 +72,12 @@ MODES = ("full", "lora", "probe", "two_stage")
 LEARNING_RATES = {"lora": 2e-3, "probe": 2e-3, "two_stage": 2e-3, "full": 2e-4, "scratch": 2e-3}
 
 
+# The budget of the runs the demo and `behrt-benchmark` start: at most MAX_STEPS steps, validation every
+# EVAL_EVERY steps, stopping after EARLY_STOPPING_PATIENCE evaluations without a lower validation loss, then
+# back to the best checkpoint. Small tasks overfit within a few epochs (README, "Fine-tuning").
+MAX_STEPS, EVAL_EVERY, EARLY_STOPPING_PATIENCE = 1000, 50, 4
+
+
 @dataclass
 class FinetuningArguments(TrainingArguments):
     """`TrainingArguments` whose defaults are the fine-tuning recipe: transformers' defaults (batch 8,
@@ -82,6 +89,20 @@ class FinetuningArguments(TrainingArguments):
         metadata={"help": "Peak learning rate; by default the recipe's for the mode: " + ", ".join(
             f"{mode} {lr:g}" for mode, lr in LEARNING_RATES.items()) + " (full from a pretrained model; scratch = full without one)."},
     )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop once this many evaluations in a row found no lower validation loss "
+                                        "(with --eval_strategy steps/epoch and --load_best_model_at_end, which "
+                                        "then restores the best checkpoint)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise ValueError(f"--early_stopping_patience must be >= 1, got {self.early_stopping_patience}.")
+            if self.eval_strategy == "no" or not self.load_best_model_at_end:
+                raise ValueError("--early_stopping_patience needs evaluations to compare and a best checkpoint to "
+                                 "return to: add --eval_strategy steps (or epoch), a matching --save_strategy "
+                                 "and --load_best_model_at_end true.")
 
 
 def recipe_learning_rate(model_args: "FinetuneModelArguments") -> float:
@@ -289,7 +310,9 @@ def load_tokenizer(model_args: FinetuneModelArguments, data_args: FinetuneDataAr
     """The tokenizer saved with `model_name_or_path`; from scratch, a vocabulary of the whole training
     split (codes, not labels)."""
     if not model_args.model_name_or_path:
-        return BehrtTokenizerFast.build_vocab(cohort["train"], model_max_length=data_args.max_length)
+        return BehrtTokenizerFast.build_vocab(cohort["train"], model_max_length=data_args.max_length,
+                                              **tokenizer_settings_for_preset(
+                                                  model_args.preset, parse_config_overrides(model_args.config_overrides)))
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     if not isinstance(tokenizer, BehrtTokenizerFast):
         raise ValueError(f"{model_args.model_name_or_path} holds a {type(tokenizer).__name__}, not a BEHRT tokenizer.")
@@ -310,7 +333,9 @@ def train_model(make_trainer, model, model_args: FinetuneModelArguments, trainin
             (stage1_dir / "done").write_text("head warm-up finished\n")
         set_encoder_trainable(model, True)
         training_args.learning_rate *= model_args.encoder_lr_factor
-    trainer = make_trainer(training_args, callbacks or ())
+    patience = getattr(training_args, "early_stopping_patience", None)
+    stopping = [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
+    trainer = make_trainer(training_args, [*(callbacks or ()), *stopping])
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if kind.problem == "binary":
         shift_classifier_bias(model, logit_shift)  # checkpoints keep the training logits; the saved model is calibrated
@@ -359,12 +384,11 @@ def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float
         )
         untrained_pooler = any(key.startswith("behrt.pooler.") for key in loading["missing_keys"])
     else:
-        config = BehrtConfig.from_preset(
-            model_args.preset, vocab_size=len(tokenizer), age_unit=tokenizer.age_unit, max_age=tokenizer.max_age,
-            max_position_embeddings=tokenizer.model_max_length, pad_token_id=tokenizer.pad_token_id,
-            attn_implementation=model_args.attn_implementation, **head,
-            **parse_config_overrides(model_args.config_overrides),
-        )
+        fields = {"vocab_size": len(tokenizer), "age_unit": tokenizer.age_unit, "max_age": tokenizer.max_age,
+                  "max_position_embeddings": tokenizer.model_max_length, "pad_token_id": tokenizer.pad_token_id,
+                  "attn_implementation": model_args.attn_implementation, **head,
+                  **parse_config_overrides(model_args.config_overrides)}
+        config = BehrtConfig.from_preset(model_args.preset, **fields)
         model = BehrtForSequenceClassification(config)
     tokenizer.check_compatible(model.config)
     if not trainable:  # evaluated as it is

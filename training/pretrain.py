@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-from transformers import TrainingArguments
+from transformers import SchedulerType, TrainingArguments
 
 from behrt_hf import (
     BehrtConfig,
@@ -36,7 +36,7 @@ from behrt_hf.metrics.pretraining import PretrainingEvaluator, frequency_baselin
 from behrt_hf.tokenization_behrt import CODE_HIERARCHIES, tokenizer_settings_for_preset
 from behrt_hf.tracking import RunTrackerCallback, write_summary
 from behrt_hf.training.arguments import CohortArguments, parse_args, parse_config_overrides
-from behrt_hf.training.trainer import BehrtTrainer, start_run
+from behrt_hf.training.trainer import WSD_DECAY_FRACTION, BehrtTrainer, start_run
 
 logger = logging.getLogger("behrt_hf.pretrain")
 
@@ -53,6 +53,7 @@ RECIPE: dict = {
     "weight_decay": 0.0,
     "adam_beta1": 0.9,
     "adam_beta2": 0.95,
+    "lr_scheduler_type": "warmup_stable_decay",  # decaying over the last WSD_DECAY_FRACTION of the steps
 }
 
 
@@ -124,6 +125,11 @@ class PretrainingArguments(TrainingArguments):
     weight_decay: float = _recipe_field("weight_decay", "AdamW weight decay")
     adam_beta1: float = _recipe_field("adam_beta1", "AdamW beta1")
     adam_beta2: float = _recipe_field("adam_beta2", "AdamW beta2")
+    lr_scheduler_type: SchedulerType | str = _recipe_field(
+        "lr_scheduler_type", "Learning-rate schedule; warmup_stable_decay: warm-up, constant, then a cosine decay")
+    decay_fraction: float = field(default=WSD_DECAY_FRACTION, metadata={
+        "help": "warmup_stable_decay: share of the steps the decay spans (unless --lr_scheduler_kwargs sets "
+                "num_decay_steps)."})
 
 
 def encode_split(split: datasets.Dataset, tokenizer: BehrtTokenizerFast, data_args: DataArguments, desc: str):
@@ -169,23 +175,25 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer:
     if model_args.model_name_or_path:
         model = cls.from_pretrained(model_args.model_name_or_path, attn_implementation=model_args.attn_implementation)
     else:
-        overrides = {"max_position_embeddings": data_args.max_length, **parse_config_overrides(model_args.config_overrides)}
-        config = BehrtConfig.from_preset(
-            model_args.preset, vocab_size=len(tokenizer), age_unit=tokenizer.age_unit, max_age=tokenizer.max_age,
-            pad_token_id=tokenizer.pad_token_id, attn_implementation=model_args.attn_implementation, **overrides,
-        )
+        fields = {"vocab_size": len(tokenizer), "age_unit": tokenizer.age_unit, "max_age": tokenizer.max_age,
+                  "pad_token_id": tokenizer.pad_token_id, "attn_implementation": model_args.attn_implementation,
+                  "max_position_embeddings": data_args.max_length,
+                  **parse_config_overrides(model_args.config_overrides)}
+        config = BehrtConfig.from_preset(model_args.preset, **fields)
         model = cls(config)
     tokenizer.check_compatible(model.config)
     return model
 
 
-def prepare_tokenizer(cohort, data_args, output_dir: Path, resuming: bool, preset: str = "small") -> BehrtTokenizerFast:
+def prepare_tokenizer(cohort, data_args, output_dir: Path, resuming: bool, preset: str = "small",
+                      config_overrides: str | None = None) -> BehrtTokenizerFast:
     """Vocabulary from the training split only; on resume it must equal the one saved with the run.
-    The `original` preset encodes as the BEHRT code did (`tokenizer_settings_for_preset`)."""
+    The `original` preset encodes as the BEHRT code did, and ages are numbered as the preset and
+    `config_overrides` say (`tokenizer_settings_for_preset`)."""
     tokenizer = BehrtTokenizerFast.build_vocab(
         cohort["train"], min_frequency=data_args.min_code_frequency, max_size=data_args.max_vocab_size,
         model_max_length=data_args.max_length, code_hierarchy=data_args.code_hierarchy,
-        **tokenizer_settings_for_preset(preset),
+        **tokenizer_settings_for_preset(preset, parse_config_overrides(config_overrides)),
     )
     saved = output_dir / "tokenizer.json"
     if resuming and saved.exists():
@@ -209,7 +217,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Tra
     with training_args.main_process_first(desc="data"):
         cohort = data_args.load_cohort()
         tokenizer = prepare_tokenizer(cohort, data_args, output_dir, resuming=checkpoint is not None,
-                                      preset=model_args.preset)
+                                      preset=model_args.preset, config_overrides=model_args.config_overrides)
         train_dataset, eval_dataset = build_datasets(cohort, tokenizer, data_args, training_args)
     logger.info("vocabulary %d tokens; %d train / %d eval patients", len(tokenizer), len(train_dataset), len(eval_dataset))
 
