@@ -6,7 +6,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-from transformers import TrainingArguments
 
 from behrt_hf import patient_features
 from behrt_hf.training import benchmark, finetune, pretrain
@@ -116,7 +115,7 @@ def former_arm_flags(args, out, arm, cohort, pretrained):
         "--eval_strategy", "steps", "--eval_steps", str(args.eval_every), "--save_strategy", "steps",
         "--save_steps", str(args.eval_every), "--save_total_limit", "1", "--load_best_model_at_end", "true",
         "--metric_for_best_model", "loss", "--greater_is_better", "false",
-    ]
+    ] + (["--early_stopping_patience", str(args.early_stopping_patience)] if args.early_stopping_patience else [])
     if uses_pretrained:
         return flags + ["--model_name_or_path", pretrained]
     return flags + ["--preset", args.preset] + (["--config_overrides", args.config_overrides] if args.config_overrides else [])
@@ -125,14 +124,15 @@ def former_arm_flags(args, out, arm, cohort, pretrained):
 @pytest.mark.parametrize("flags", [
     [],
     ["--dataset_path", "saved", "--use_cpu", "true", "--seed", "2", "--config_overrides", "hidden_size=32",
-     "--preset", "medium", "--eval_every", "7", "--batch_size", "8", "--max_length", "64"],
+     "--preset", "medium", "--eval_every", "7", "--batch_size", "8", "--max_length", "64",
+     "--early_stopping_patience", "0"],
     ["--num_patients", "500", "--pretrain_steps", "33", "--finetune_steps", "21", "--learning_rate", "1e-3"],
 ])
 def test_runs_get_the_settings_of_the_former_command_lines(tmp_path, flags):
     """Building the runs' argument dataclasses passes exactly what the flag lists passed before."""
     (args,) = parse_args((benchmark.BenchmarkArguments,), ["--output_dir", str(tmp_path), *flags])
-    pretraining = (pretrain.ModelArguments, pretrain.DataArguments, TrainingArguments)
-    finetuning = (finetune.FinetuneModelArguments, finetune.FinetuneDataArguments, TrainingArguments)
+    pretraining = (pretrain.ModelArguments, pretrain.DataArguments, pretrain.PretrainingArguments)
+    finetuning = (finetune.FinetuneModelArguments, finetune.FinetuneDataArguments, finetune.FinetuningArguments)
     cases = [(benchmark.pretraining_arguments(args, tmp_path / "pre"),
               parse_args(pretraining, former_pretraining_flags(args, tmp_path / "pre")))]
     for arm in benchmark.ARMS:

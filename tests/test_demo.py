@@ -4,7 +4,6 @@ import math
 from pathlib import Path
 
 import pytest
-from transformers import TrainingArguments
 
 from behrt_hf.training import demo, finetune, pretrain
 from behrt_hf.training.arguments import parse_args
@@ -52,7 +51,7 @@ def flag_lists(args: demo.DemoArguments) -> tuple[list[str], list[str]]:
         "--logging_steps", str(max(1, args.pretrain_steps // 10)),
         "--save_strategy", "steps", "--save_steps", str(max(1, args.pretrain_steps // 2)), "--save_total_limit", "1",
     ]
-    eval_every = max(1, args.finetune_steps // 6)
+    eval_every = args.eval_every
     fine = common + [
         "--output_dir", str(root / f"lora_{args.task}"), "--model_name_or_path", str(root / "pretrained"),
         "--task", args.task, "--mode", "lora", "--max_steps", str(args.finetune_steps),
@@ -60,7 +59,7 @@ def flag_lists(args: demo.DemoArguments) -> tuple[list[str], list[str]]:
         "--eval_strategy", "steps", "--eval_steps", str(eval_every), "--save_strategy", "steps",
         "--save_steps", str(eval_every), "--save_total_limit", "1", "--load_best_model_at_end", "true",
         "--metric_for_best_model", "loss", "--greater_is_better", "false", "--logging_steps", str(eval_every),
-    ]
+    ] + (["--early_stopping_patience", str(args.early_stopping_patience)] if args.early_stopping_patience else [])
     return pre, fine
 
 
@@ -83,5 +82,5 @@ def test_demo_runs_get_the_settings_of_its_former_command_lines(tmp_path, flags)
         parse_args((pretrain.ModelArguments, pretrain.DataArguments, pretrain.PretrainingArguments), pre_flags))
     assert_same_arguments(
         demo.finetune_arguments(args, root / f"lora_{args.task}", root / "pretrained"),
-        parse_args((finetune.FinetuneModelArguments, finetune.FinetuneDataArguments, TrainingArguments),
+        parse_args((finetune.FinetuneModelArguments, finetune.FinetuneDataArguments, finetune.FinetuningArguments),
                    fine_flags))

@@ -249,6 +249,37 @@ def test_default_lora_trains_under_ten_percent_of_the_presets(preset, tmp_path):
     assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size < 2_000_000
 
 
+def test_early_stopping_ends_on_the_best_checkpoint_once_the_loss_stops_falling(task_cohort, tmp_path):
+    """At a learning rate too small to move the loss, no evaluation after the first one improves on it:
+    with patience 2 the run stops at the third evaluation, not at max_steps."""
+    path, _ = task_cohort
+    common = [c for c in COMMON if c not in ("--save_strategy", "no")]
+    result = finetune.main(["--dataset_path", path, "--output_dir", str(tmp_path), "--do_train", *common,
+                            "--mode", "full", "--config_overrides", TINY, "--max_steps", "40", "--learning_rate",
+                            "1e-12", "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps",
+                            "--save_steps", "2", "--load_best_model_at_end", "true", "--early_stopping_patience", "2",
+                            "--metric_for_best_model", "loss", "--greater_is_better", "false"])
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and state["best_global_step"] == 2
+    assert result["report"]["test"]["model"]["auroc"] is not None
+
+
+def test_early_stopping_without_evaluations_is_refused(task_cohort, tmp_path):
+    path, _ = task_cohort
+    with pytest.raises(ValueError, match="--early_stopping_patience needs evaluations"):
+        run(path, tmp_path, "--mode", "full", "--config_overrides", TINY, "--early_stopping_patience", "3")
+
+
+def test_scratch_model_numbers_ages_as_its_config_overrides_say(task_cohort, tmp_path):
+    """age_unit from --config_overrides reaches the from-scratch tokenizer (a recency-bucket model in months)."""
+    path, _ = task_cohort
+    run(path, tmp_path, "--mode", "full", "--max_steps", "2",
+        "--config_overrides", TINY + ",age_unit=month,recency_encoding=buckets")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["age_unit"], config["recency_encoding"]) == ("month", "buckets")
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["age_unit"] == "month"
+
+
 @pytest.mark.parametrize("bad,match", [(["--mode", "adapter"], "--mode must be one of"),
                                        (["--label_fraction", "0"], "--label_fraction"),
                                        (["--class_imbalance", "both"], "--class_imbalance")])
