@@ -75,7 +75,7 @@ LEARNING_RATES = {"lora": 2e-3, "probe": 2e-3, "two_stage": 2e-3, "full": 2e-4, 
 # The budget of the runs the demo and `behrt-benchmark` start: at most MAX_STEPS steps, validation every
 # EVAL_EVERY steps, stopping after EARLY_STOPPING_PATIENCE evaluations without a lower validation loss, then
 # back to the best checkpoint. Small tasks overfit within a few epochs (README, "Fine-tuning").
-MAX_STEPS, EVAL_EVERY, EARLY_STOPPING_PATIENCE = 1000, 50, 4
+MAX_STEPS, EVAL_EVERY, EARLY_STOPPING_PATIENCE = 600, 50, 6
 
 
 @dataclass
