@@ -325,8 +325,10 @@ def train_model(make_trainer, model, model_args: FinetuneModelArguments, trainin
     its train metrics."""
     if model_args.mode == "two_stage":
         stage1_dir = Path(training_args.output_dir) / "stage1_head"
-        stage1 = TrainingArguments(**{**training_args.to_dict(), "output_dir": str(stage1_dir),
-                                      "num_train_epochs": model_args.head_epochs, "max_steps": -1})
+        fields = {**training_args.to_dict(), "output_dir": str(stage1_dir), "num_train_epochs": model_args.head_epochs,
+                  "max_steps": -1}
+        fields.pop("early_stopping_patience", None)  # the head warm-up runs its epochs; stopping applies to stage 2
+        stage1 = TrainingArguments(**fields)
         if not (stage1_dir / "done").exists():
             make_trainer(stage1).train(resume_from_checkpoint=get_last_checkpoint(str(stage1_dir))
                                        if stage1_dir.is_dir() else None)
