@@ -101,8 +101,7 @@ def former_pretraining_flags(args, out):
         "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", str(args.pretrain_steps // 2),
         "--save_total_limit", "1", "--warmup_steps", str(max(1, min(100, args.pretrain_steps // 20))),
     ]
-    # since the pretraining recipe changed, its optimiser settings (Adam beta2 0.95) go to every pretraining
-    flags += [f for key, value in pretrain.recipe_optimizer_settings().items() for f in (f"--{key}", str(value))]
+    # the recipe's optimiser and schedule (Adam beta2 0.95, WSD) come from PretrainingArguments' defaults
     return flags + (["--config_overrides", args.config_overrides] if args.config_overrides else [])
 
 

@@ -50,6 +50,14 @@ def parse_config_overrides(text: str | None) -> dict:
     return kwargs
 
 
+def config_for_tokenizer(preset: str, tokenizer, config_overrides: str | None = None, **fields) -> BehrtConfig:
+    """A new model's config: `preset` with `tokenizer`'s vocabulary size, age ids and padding id, then
+    `fields`, then `config_overrides` ('name=value,...') over all of them."""
+    return BehrtConfig.from_preset(preset, **{
+        "vocab_size": len(tokenizer), "age_unit": tokenizer.age_unit, "max_age": tokenizer.max_age,
+        "pad_token_id": tokenizer.pad_token_id, **fields, **parse_config_overrides(config_overrides)})
+
+
 @dataclass
 class CohortArguments:
     """Where the patients come from and how they are encoded: shared by pretraining and fine-tuning."""

@@ -261,7 +261,7 @@ def pretraining_arguments(args: BenchmarkArguments, output_dir: Path):
         pretrain.DataArguments(objective="mlm+nvp", **cohort_fields(args)),
         training_arguments(args, output_dir, args.pretrain_steps, args.pretrain_learning_rate, eval_strategy="no",
                            arguments_class=pretrain.PretrainingArguments,
-                           **pretraining_checkpoints(args.pretrain_steps), **pretrain.recipe_optimizer_settings()),
+                           **pretraining_checkpoints(args.pretrain_steps)),
     )
 
 

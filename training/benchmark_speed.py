@@ -51,7 +51,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from behrt_hf import BehrtConfig, BehrtForMaskedLM, BehrtModel, BehrtTokenizerFast, DataCollatorForBehrt
 from behrt_hf.data_collator import DataCollatorForPretraining
-from behrt_hf.training.arguments import comma_list, load_cohort, parse_args, parse_config_overrides
+from behrt_hf.training.arguments import comma_list, config_for_tokenizer, load_cohort, parse_args
 
 logger = logging.getLogger("behrt_hf.benchmark_speed")
 
@@ -198,11 +198,7 @@ def rates(amount: float, seconds: Sequence[float]) -> list[float]:
 
 
 def behrt_config(preset: str, args: SpeedArguments, tokenizer: BehrtTokenizerFast) -> BehrtConfig:
-    overrides = {"max_position_embeddings": args.max_length, **parse_config_overrides(args.config_overrides)}
-    return BehrtConfig.from_preset(
-        preset, vocab_size=len(tokenizer), age_unit=tokenizer.age_unit, max_age=tokenizer.max_age,
-        pad_token_id=tokenizer.pad_token_id, **overrides,
-    )
+    return config_for_tokenizer(preset, tokenizer, args.config_overrides, max_position_embeddings=args.max_length)
 
 
 def bert_twin(config: BehrtConfig) -> BertConfig:

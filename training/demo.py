@@ -67,8 +67,8 @@ def pretrain_arguments(args: DemoArguments, output_dir: Path):
         scripted_training_arguments(
             output_dir, max_steps=args.pretrain_steps, learning_rate=pretrain.RECIPE["learning_rate"], seed=args.seed,
             batch_size=args.batch_size, use_cpu=args.use_cpu, logging_steps=max(1, args.pretrain_steps // 10),
-            arguments_class=pretrain.PretrainingArguments,
-            **{**pretraining_checkpoints(args.pretrain_steps), **pretrain.recipe_optimizer_settings()},
+            arguments_class=pretrain.PretrainingArguments,  # its defaults are the recipe's optimiser and schedule
+            **pretraining_checkpoints(args.pretrain_steps),
         ),
     )
 

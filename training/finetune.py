@@ -34,7 +34,7 @@ from transformers import AutoTokenizer, EarlyStoppingCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import find_adapter_config_file
 
-from behrt_hf import BehrtConfig, BehrtForSequenceClassification, BehrtTokenizerFast, DataCollatorForBehrt
+from behrt_hf import BehrtForSequenceClassification, BehrtTokenizerFast, DataCollatorForBehrt
 from behrt_hf.plotting import plot_binary_predictions
 from behrt_hf.labels import read_labels
 from behrt_hf.tasks import (
@@ -58,7 +58,13 @@ from behrt_hf.tasks import (
 )
 from behrt_hf.tokenization_behrt import tokenizer_settings_for_preset
 from behrt_hf.tracking import RunTrackerCallback, write_summary
-from behrt_hf.training.arguments import CohortArguments, comma_list, parse_args, parse_config_overrides
+from behrt_hf.training.arguments import (
+    CohortArguments,
+    comma_list,
+    config_for_tokenizer,
+    parse_args,
+    parse_config_overrides,
+)
 from behrt_hf.training.trainer import BehrtTrainer, start_run
 
 logger = logging.getLogger("behrt_hf.finetune")
@@ -386,12 +392,9 @@ def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float
         )
         untrained_pooler = any(key.startswith("behrt.pooler.") for key in loading["missing_keys"])
     else:
-        fields = {"vocab_size": len(tokenizer), "age_unit": tokenizer.age_unit, "max_age": tokenizer.max_age,
-                  "max_position_embeddings": tokenizer.model_max_length, "pad_token_id": tokenizer.pad_token_id,
-                  "attn_implementation": model_args.attn_implementation, **head,
-                  **parse_config_overrides(model_args.config_overrides)}
-        config = BehrtConfig.from_preset(model_args.preset, **fields)
-        model = BehrtForSequenceClassification(config)
+        model = BehrtForSequenceClassification(config_for_tokenizer(
+            model_args.preset, tokenizer, model_args.config_overrides, max_position_embeddings=tokenizer.model_max_length,
+            attn_implementation=model_args.attn_implementation, **head))
     tokenizer.check_compatible(model.config)
     if not trainable:  # evaluated as it is
         return model.requires_grad_(False)

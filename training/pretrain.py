@@ -21,7 +21,6 @@ import datasets
 from transformers import SchedulerType, TrainingArguments
 
 from behrt_hf import (
-    BehrtConfig,
     BehrtForMaskedLM,
     BehrtForNextVisitPrediction,
     BehrtForPreTraining,
@@ -35,7 +34,7 @@ from behrt_hf.sampler import CutLengthGroupedSampler, SetEpochCallback
 from behrt_hf.metrics.pretraining import PretrainingEvaluator, frequency_baseline
 from behrt_hf.tokenization_behrt import CODE_HIERARCHIES, tokenizer_settings_for_preset
 from behrt_hf.tracking import RunTrackerCallback, write_summary
-from behrt_hf.training.arguments import CohortArguments, parse_args, parse_config_overrides
+from behrt_hf.training.arguments import CohortArguments, config_for_tokenizer, parse_args, parse_config_overrides
 from behrt_hf.training.trainer import WSD_DECAY_FRACTION, BehrtTrainer, start_run
 
 logger = logging.getLogger("behrt_hf.pretrain")
@@ -55,13 +54,6 @@ RECIPE: dict = {
     "adam_beta2": 0.95,
     "lr_scheduler_type": "warmup_stable_decay",  # decaying over the last WSD_DECAY_FRACTION of the steps
 }
-
-
-def recipe_optimizer_settings() -> dict:
-    """The recipe's optimiser fields besides the learning rate, the batch and the warm-up, for scripts
-    that set those three themselves (the demo and the benchmark: their own batch for every run, a
-    warm-up that scales with a short run's steps)."""
-    return {k: v for k, v in RECIPE.items() if k not in ("learning_rate", "per_device_train_batch_size", "warmup_steps")}
 
 
 @dataclass
@@ -175,12 +167,9 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer:
     if model_args.model_name_or_path:
         model = cls.from_pretrained(model_args.model_name_or_path, attn_implementation=model_args.attn_implementation)
     else:
-        fields = {"vocab_size": len(tokenizer), "age_unit": tokenizer.age_unit, "max_age": tokenizer.max_age,
-                  "pad_token_id": tokenizer.pad_token_id, "attn_implementation": model_args.attn_implementation,
-                  "max_position_embeddings": data_args.max_length,
-                  **parse_config_overrides(model_args.config_overrides)}
-        config = BehrtConfig.from_preset(model_args.preset, **fields)
-        model = cls(config)
+        model = cls(config_for_tokenizer(model_args.preset, tokenizer, model_args.config_overrides,
+                                         attn_implementation=model_args.attn_implementation,
+                                         max_position_embeddings=data_args.max_length))
     tokenizer.check_compatible(model.config)
     return model
 
