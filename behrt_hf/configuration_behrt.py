@@ -125,7 +125,9 @@ class BehrtConfig(PreTrainedConfig):
             (`padding_idx`). True (the BEHRT code): they are ordinary rows, initialised and trained.
         pooling (`str`, *optional*, defaults to `"cls"`):
             How the patient embedding is pooled from the last hidden states: `"cls"` (the [CLS]
-            token), `"mean"` or `"max"` over non-padding tokens; followed by a dense layer and tanh.
+            token), `"mean"` or `"max"` over non-padding tokens, or `"last"` (the last non-padding
+            token: the [SEP] that closes the latest visit, the one nearest the prediction time);
+            followed by a dense layer and tanh.
         layer_norm_position (`str`, *optional*, defaults to `"post"`):
             Where each encoder layer normalises. `"post"`: after each residual sum, as BERT and the
             published BEHRT. `"pre"`: on the input of each attention and feed-forward branch, with a
@@ -208,7 +210,7 @@ class BehrtConfig(PreTrainedConfig):
     recency_encoding: Literal["none", "buckets"] = "none"
     max_age: int = 120
     trainable_padding_rows: bool = False
-    pooling: Literal["cls", "mean", "max"] = "cls"
+    pooling: Literal["cls", "mean", "max", "last"] = "cls"
     layer_norm_position: Literal["post", "pre"] = "post"
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02

@@ -369,7 +369,8 @@ class BehrtEncoder(nn.Module):
 
 
 class BehrtPooler(nn.Module):
-    """The patient embedding: [CLS] / mean / max over real tokens (`config.pooling`), then dense + tanh."""
+    """The patient embedding: [CLS] / mean / max over real tokens / the last real token (`config.pooling`),
+    then dense + tanh."""
 
     def __init__(self, config: BehrtConfig):
         super().__init__()
@@ -383,6 +384,11 @@ class BehrtPooler(nn.Module):
         else:
             if attention_mask is None:
                 attention_mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device)
+            if self.pooling == "last":  # the last real token, wherever the padding is
+                positions = torch.arange(hidden_states.shape[1], device=hidden_states.device)
+                last = (attention_mask.bool() * positions).argmax(1)  # (B,)
+                pooled = hidden_states[torch.arange(hidden_states.shape[0], device=last.device), last]
+                return self.activation(self.dense(pooled))
             mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)  # (B, T, 1)
             if self.pooling == "mean":
                 pooled = (hidden_states * mask).sum(1) / mask.sum(1).clamp(min=1.0)

@@ -101,6 +101,21 @@ def test_saved_model_is_recalibrated_to_the_real_prevalence(task_cohort, tmp_pat
     torch.testing.assert_close(saved, trained + shift)
 
 
+def test_config_overrides_over_a_pretrained_model_change_only_the_head(pretrained):
+    """--config_overrides reaches a pretrained model (it was silently ignored): the pooling and dropouts
+    change; a field its weights fix is refused by name, not loaded into mismatched weights."""
+    tokenizer = BehrtTokenizerFast.from_pretrained(pretrained)
+    model = finetune.build_model(finetune.FinetuneModelArguments(
+        model_name_or_path=pretrained, mode="full", config_overrides="pooling=last,classifier_dropout=0.3"),
+        tokenizer, pos_weight=None)
+    assert (model.config.pooling, model.config.classifier_dropout) == ("last", 0.3)
+    assert model.behrt.pooler.pooling == "last"
+    with pytest.raises(ValueError, match="sets hidden_size, which .* trained weights fix"):
+        finetune.build_model(finetune.FinetuneModelArguments(
+            model_name_or_path=pretrained, mode="full", config_overrides="hidden_size=64,pooling=mean"),
+            tokenizer, pos_weight=None)
+
+
 def test_recalibration_shifts_the_lora_classifier_copy(pretrained):
     """Under LoRA the trained classifier is PEFT's copy (saved with the adapter), not the frozen original."""
     tokenizer = BehrtTokenizerFast.from_pretrained(pretrained)

@@ -282,7 +282,7 @@ def test_padding_does_not_change_real_tokens():
     torch.testing.assert_close(a[mask], b[mask], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max", "last"])
 def test_pooling(pooling):
     tester = BehrtModelTester(pooling=pooling)
     model = BehrtModel(tester.config).eval()
@@ -291,7 +291,10 @@ def test_pooling(pooling):
         out = model(**inputs)
         h = out.last_hidden_state
         m = inputs["attention_mask"].unsqueeze(-1).float()
-        raw = {"cls": h[:, 0], "mean": (h * m).sum(1) / m.sum(1), "max": h.masked_fill(m == 0, -1e9).amax(1)}[pooling]
+        lengths = inputs["attention_mask"].sum(1)  # right-padded: the last real token is at length - 1
+        last = torch.stack([h[i, n - 1] for i, n in enumerate(lengths.tolist())])
+        raw = {"cls": h[:, 0], "mean": (h * m).sum(1) / m.sum(1), "max": h.masked_fill(m == 0, -1e9).amax(1),
+               "last": last}[pooling]
         expected = torch.tanh(model.pooler.dense(raw))
     torch.testing.assert_close(out.pooler_output, expected)
 

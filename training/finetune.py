@@ -125,7 +125,8 @@ class FinetuneModelArguments:
                                    "None trains from scratch."}
     )
     preset: str = field(default="small", metadata={"help": "Size of a from-scratch model."})
-    config_overrides: str | None = field(default=None, metadata={"help": "Config fields, e.g. 'pooling=mean'."})
+    config_overrides: str | None = field(default=None, metadata={
+        "help": "Config fields, e.g. 'pooling=last'; over a pretrained model only the pooling and dropouts."})
     mode: str = field(default="lora", metadata={"help": "full, lora, probe (frozen encoder) or two_stage."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)."})
@@ -383,12 +384,15 @@ def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float
     head = dict(kind.head(), pos_weight=None if pos_weight is None else [pos_weight])
     source = model_args.model_name_or_path
     if source and find_adapter_config_file(source):
+        if model_args.config_overrides:
+            raise ValueError(f"--config_overrides {model_args.config_overrides!r}: {source} is a trained LoRA "
+                             "adapter, whose base model's config cannot change under it.")
         return load_adapter(model_args, tokenizer, head, trainable)
     untrained_pooler = False
     if source:
         model, loading = BehrtForSequenceClassification.from_pretrained(
             model_args.model_name_or_path, attn_implementation=model_args.attn_implementation,
-            output_loading_info=True, **head
+            output_loading_info=True, **head, **head_overrides(model_args.config_overrides, source)
         )
         untrained_pooler = any(key.startswith("behrt.pooler.") for key in loading["missing_keys"])
     else:
@@ -415,6 +419,21 @@ def build_model(model_args: FinetuneModelArguments, tokenizer, pos_weight: float
     elif model_args.mode in ("probe", "two_stage"):
         set_encoder_trainable(model, False)
     return model
+
+
+# Config fields a pretrained encoder can be fine-tuned under: how it pools and how much it drops out.
+# Any other field (sizes, vocabulary, age layout, positions) would not match the trained weights.
+HEAD_OVERRIDES = ("pooling", "classifier_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def head_overrides(config_overrides: str | None, source: str) -> dict:
+    """The `--config_overrides` a pretrained model takes (`HEAD_OVERRIDES`); any other field is an error."""
+    overrides = parse_config_overrides(config_overrides)
+    fixed = sorted(set(overrides) - set(HEAD_OVERRIDES))
+    if fixed:
+        raise ValueError(f"--config_overrides sets {', '.join(fixed)}, which {source}'s trained weights fix; over a "
+                         f"pretrained model only {', '.join(HEAD_OVERRIDES)} can change (the rest apply from scratch).")
+    return overrides
 
 
 def load_adapter(model_args: FinetuneModelArguments, tokenizer, head: dict, trainable: bool):
