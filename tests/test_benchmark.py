@@ -99,7 +99,7 @@ def former_pretraining_flags(args, out):
     flags = former_flags(args, out, args.pretrain_steps) + [
         "--objective", "mlm+nvp", "--preset", args.preset, "--learning_rate", str(args.pretrain_learning_rate),
         "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", str(args.pretrain_steps // 2),
-        "--save_total_limit", "1", "--warmup_steps", str(max(1, min(100, args.pretrain_steps // 20))),
+        "--save_total_limit", "1", "--warmup_steps", str(max(1, min(100, args.pretrain_steps // 10))),
     ]
     # the recipe's optimiser and schedule (Adam beta2 0.95, WSD) come from PretrainingArguments' defaults
     return flags + (["--config_overrides", args.config_overrides] if args.config_overrides else [])

@@ -47,7 +47,7 @@ def flag_lists(args: demo.DemoArguments) -> tuple[list[str], list[str]]:
     pre = common + [
         "--output_dir", str(root / "pretrained"), "--objective", "mlm+nvp", "--preset", args.preset,
         "--max_steps", str(args.pretrain_steps),  # learning rate, betas, weight decay: behrt-pretrain's recipe defaults
-        "--warmup_steps", str(max(1, min(100, args.pretrain_steps // 20))),
+        "--warmup_steps", str(max(1, min(100, args.pretrain_steps // 10))),
         "--logging_steps", str(max(1, args.pretrain_steps // 10)),
         "--save_strategy", "steps", "--save_steps", str(max(1, args.pretrain_steps // 2)), "--save_total_limit", "1",
     ]

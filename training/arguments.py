@@ -140,8 +140,10 @@ def keep_best_checkpoint(every: int, patience: int | None = None) -> dict:
 
 
 def pretraining_checkpoints(steps: int) -> dict:
-    """`TrainingArguments` fields of a scripted pretraining run: a short warm-up, one checkpoint kept."""
+    """`TrainingArguments` fields of a scripted pretraining run: one checkpoint kept, and the recipe's
+    100 warm-up steps capped at a tenth of a short run (the demo's 1,000 steps warmed up for 50 at
+    first: 0.571 masked-code accuracy on validation against 0.608 with 100)."""
     return {
         "save_strategy": "steps", "save_steps": max(1, steps // 2), "save_total_limit": 1,
-        "warmup_steps": max(1, min(100, steps // 20)),
+        "warmup_steps": max(1, min(100, steps // 10)),  # pretrain.RECIPE["warmup_steps"]
     }
